@@ -1,0 +1,1 @@
+"""Learners for lm_gym environments."""
