@@ -1,0 +1,288 @@
+"""TextGenVectorEnv: N text-generation episodes stepped together over numpy arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from lm_gym import error
+from lm_gym.envs.core import EpisodeScorer, action_mask_of, left_pad, observation_space, resolve_task
+from lm_gym.tasks.base import RewardFn, Task
+
+Obs = dict[str, np.ndarray]
+
+
+class TextGenVectorEnv(VectorEnv):
+    """A native batch of ``num_envs`` :class:`TextGenEnv` episodes.
+
+    Exactly the semantics of ``num_envs`` copies of :class:`TextGenEnv` (sub-env ``i``
+    seeded with ``seed + i``, as Gymnasium's ``SyncVectorEnv``), without a Python loop
+    over sub-envs in :meth:`step`: a step is a few array writes, plus — only for the
+    episodes that end on it — decoding their texts and scoring them all with ONE batched
+    call of the reward function.
+
+    The token context lives in a ring of width ``L + slack`` shared by all slots (every
+    slot appends exactly one token per step), so a step writes one column instead of
+    shifting the whole ``(N, L)`` window; the window is moved back every ``slack`` steps.
+
+    Args:
+        task: as for :class:`TextGenEnv`.
+        num_envs: how many episodes run side by side.
+        autoreset_mode: Gymnasium's ``AutoresetMode`` (or its string value):
+            ``NEXT_STEP`` (default) resets an ended sub-env on the following ``step`` (its
+            action is ignored, its reward 0); ``SAME_STEP`` resets it at once and puts the
+            last observation and info under ``info["final_obs"]`` / ``info["final_info"]``;
+            ``DISABLED`` leaves it to ``reset(options={"reset_mask": mask})``.
+        copy: return copies of the observation arrays (``True``, the default) or views of
+            the env's ring that later steps overwrite (faster, for callers that consume
+            each observation before the next step).
+        reward, reward_weights, render_mode, **task_kwargs: as for :class:`TextGenEnv`.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        task: str | type[Task] | Task,
+        num_envs: int = 1,
+        *,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        copy: bool = True,
+        reward: RewardFn | None = None,
+        reward_weights: Mapping[str, float] | None = None,
+        render_mode: str | None = None,
+        **task_kwargs: Any,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise error.InvalidArgument(f"num_envs must be a positive integer, got {num_envs!r}")
+        try:
+            self.autoreset_mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            valid = [m.value for m in AutoresetMode]
+            raise error.InvalidArgument(
+                f"autoreset_mode={autoreset_mode!r} is not valid; use one of {valid}"
+            ) from None
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise error.InvalidArgument(
+                f"render_mode={render_mode!r} is not supported; valid: {self.metadata['render_modes']} or None"
+            )
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        self.render_mode = render_mode
+        self.num_envs = int(num_envs)
+        self.copy = copy
+        self.task = resolve_task(task, task_kwargs)
+        self.scorer = EpisodeScorer(self.task, reward, reward_weights)
+
+        tok = self.task.tokenizer
+        self.vocab_size = self.task.vocab_size
+        self.max_new_tokens = self.task.max_new_tokens
+        self.seq_len = L = self.task.max_prompt_tokens + self.max_new_tokens
+        self.eos_token_id, self.pad_token_id = int(tok.eos_token_id), int(tok.pad_token_id)
+        self.single_action_space = spaces.Discrete(self.vocab_size)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.single_observation_space = observation_space(self.vocab_size, L)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        mask = action_mask_of(self.task, self.vocab_size)
+        self._action_mask = mask
+        if mask is not None:
+            batched = np.broadcast_to(mask, (self.num_envs, self.vocab_size))
+            self._mask_info = {"action_mask": batched, "_action_mask": np.ones(self.num_envs, dtype=bool)}
+        else:
+            self._mask_info = {}
+
+        n = self.num_envs
+        self._width = L + max(64, L)
+        self._ids = np.full((n, self._width), self.pad_token_id, dtype=np.int64)  # (N, W)
+        self._attn = np.zeros((n, self._width), dtype=np.int8)  # (N, W)
+        self._t = 0  # the window is columns [t, t + L)
+        self._completion = np.zeros((n, self.max_new_tokens), dtype=np.int64)  # (N, T)
+        self._lengths = np.zeros(n, dtype=np.int64)  # (N,)
+        self._rows = np.arange(n)
+        self._needs_reset = np.zeros(n, dtype=bool)  # ended on the previous step
+        self._prompts: list[str] = [""] * n
+        self._metas: list[dict[str, Any]] = [{} for _ in range(n)]
+        self._rngs: list[np.random.Generator | None] = [None] * n
+        self._started = False
+
+    # -- Gymnasium API --------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Obs, dict[str, Any]]:
+        n = self.num_envs
+        if seed is None:
+            seeds: list[int | None] = [None] * n
+        elif isinstance(seed, (int, np.integer)):
+            seeds = [int(seed) + i for i in range(n)]
+        else:
+            seeds = list(seed)
+            if len(seeds) != n:
+                raise error.InvalidArgument(
+                    f"seed as a list must have num_envs={n} entries, got {len(seeds)}"
+                )
+        reset_mask = None if options is None else options.get("reset_mask")
+        if reset_mask is None:
+            reset_mask = np.ones(n, dtype=bool)
+        else:
+            reset_mask = np.asarray(reset_mask)
+            if reset_mask.dtype != np.bool_ or reset_mask.shape != (n,) or not reset_mask.any():
+                raise error.InvalidArgument(
+                    f"options['reset_mask'] must be a bool array of shape ({n},) with at least one "
+                    f"True, got {reset_mask!r}"
+                )
+        for i in np.flatnonzero(reset_mask):
+            if seeds[i] is not None or self._rngs[i] is None:
+                self._rngs[i], _ = seeding.np_random(seeds[i])
+        self._needs_reset[reset_mask] = False
+        self._started = True
+        infos: dict[str, Any] = {}
+        self._reset_slots(np.flatnonzero(reset_mask), infos, with_mask=True)
+        return self._obs(), infos
+
+    def step(self, actions: Any) -> tuple[Obs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._started:
+            raise error.ResetNeeded("step() called before reset(); call reset() first")
+        actions = self._check_actions(actions)
+        n, L = self.num_envs, self.seq_len
+        was_ended = self._needs_reset
+        any_reset = was_ended.any()
+        if any_reset and self.autoreset_mode == AutoresetMode.DISABLED:
+            raise error.ResetNeeded(
+                f"step() called on sub-envs {np.flatnonzero(was_ended).tolist()} whose episodes "
+                "ended; with autoreset DISABLED call reset(options={'reset_mask': mask}) first"
+            )
+
+        # Append the action to every slot's window (the ring moves one column).
+        if self._t + L >= self._width:
+            self._ids[:, : L - 1] = self._ids[:, self._t + 1 : self._t + L]
+            self._attn[:, : L - 1] = self._attn[:, self._t + 1 : self._t + L]
+            self._t = -1
+        self._t += 1
+        col = self._t + L - 1
+        self._ids[:, col] = actions
+        self._attn[:, col] = 1
+        self._completion[self._rows, np.minimum(self._lengths, self.max_new_tokens - 1)] = actions
+        self._lengths += 1
+
+        terminated = actions == self.eos_token_id
+        truncated = ~terminated & (self._lengths >= self.max_new_tokens)
+        rewards = np.zeros(n, dtype=np.float64)
+        if any_reset:  # NEXT_STEP: these slots ignore their action and start anew
+            terminated[was_ended] = False
+            truncated[was_ended] = False
+        if self.task.dense:
+            rewards += self._dense_rewards(~was_ended if any_reset else None)
+        ended = terminated | truncated
+        infos: dict[str, Any] = dict(self._mask_info)
+
+        if ended.any():
+            self._finish(np.flatnonzero(ended), rewards, infos)
+        if any_reset:
+            self._reset_slots(np.flatnonzero(was_ended), infos, with_mask=False)
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and ended.any():
+            self._reset_slots(np.flatnonzero(ended), infos, with_mask=False)
+            self._needs_reset = np.zeros(n, dtype=bool)
+        else:
+            self._needs_reset = ended
+        return self._obs(), rewards, terminated, truncated, infos
+
+    def render(self) -> tuple[str, ...] | None:
+        if self.render_mode == "ansi":
+            return tuple(
+                p + self.task.tokenizer.decode(self._completion[i, : self._lengths[i]].tolist())
+                for i, p in enumerate(self._prompts)
+            )
+        return None
+
+    def close_extras(self, **kwargs: Any) -> None:
+        pass
+
+    # -- extras ---------------------------------------------------------------------
+
+    def action_masks(self) -> np.ndarray:
+        """Valid actions of every sub-env, bool (N, V)."""
+        if self._action_mask is None:
+            return np.ones((self.num_envs, self.vocab_size), dtype=bool)
+        return np.broadcast_to(self._action_mask.astype(bool), (self.num_envs, self.vocab_size)).copy()
+
+    @property
+    def prompts(self) -> list[str]:
+        """The current prompt of each sub-env."""
+        return list(self._prompts)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        a = np.asarray(actions)
+        if a.shape != (self.num_envs,) or a.dtype.kind not in "iu":
+            raise error.InvalidAction(
+                f"actions must be an integer array of shape ({self.num_envs},) with token ids in "
+                f"[0, {self.vocab_size - 1}], got {type(actions).__name__} of shape {a.shape} "
+                f"and dtype {a.dtype}"
+            )
+        if a.min() < 0 or a.max() >= self.vocab_size:
+            bad = a[(a < 0) | (a >= self.vocab_size)][0]
+            raise error.InvalidAction(
+                f"Action {int(bad)} is outside the action space Discrete({self.vocab_size}): "
+                f"valid token ids are 0 .. {self.vocab_size - 1}"
+            )
+        return a.astype(np.int64, copy=False)
+
+    def _window(self) -> slice:
+        return slice(self._t, self._t + self.seq_len)
+
+    def _obs(self) -> Obs:
+        w = self._window()
+        ids, attn = self._ids[:, w], self._attn[:, w]
+        if self.copy:
+            ids, attn = ids.copy(), attn.copy()
+        return {"input_ids": ids, "attention_mask": attn}
+
+    def _reset_slots(self, slots: np.ndarray, infos: dict[str, Any], *, with_mask: bool) -> None:
+        """Start new episodes in ``slots``; ``with_mask`` adds their action masks to ``infos``
+        (``step`` has already put every sub-env's mask there)."""
+        w = self._window()
+        for i in slots:
+            prompt = self.task.sample(self._rngs[i])
+            self._prompts[i], self._metas[i] = prompt.text, prompt.meta
+            ids, attn = left_pad(self.task.encode_prompt(prompt.text), self.seq_len, self.pad_token_id)
+            self._ids[i, w], self._attn[i, w] = ids, attn
+            self._lengths[i] = 0
+            info: dict[str, Any] = {"prompt": prompt.text}
+            if with_mask and self._action_mask is not None:
+                info["action_mask"] = self._action_mask
+            self._add_info(infos, info, int(i))
+
+    def _finish(self, slots: np.ndarray, rewards: np.ndarray, infos: dict[str, Any]) -> None:
+        """Decode and score every episode that ended on this step, in one batched call."""
+        decode = self.task.tokenizer.decode
+        texts = [decode(self._completion[i, : self._lengths[i]].tolist()) for i in slots]
+        prompts = [self._prompts[i] for i in slots]
+        scores, comps = self.scorer(prompts, texts, [self._metas[i] for i in slots])
+        rewards[slots] += scores
+        same_step = self.autoreset_mode == AutoresetMode.SAME_STEP
+        w = self._window()
+        for k, i in enumerate(slots):
+            info: dict[str, Any] = {"text": texts[k], "prompt": prompts[k], "reward_components": comps[k]}
+            if same_step:
+                if self._action_mask is not None:
+                    info["action_mask"] = self._action_mask
+                final_obs = {"input_ids": self._ids[i, w].copy(), "attention_mask": self._attn[i, w].copy()}
+                self._add_info(infos, {"final_obs": final_obs, "final_info": info}, int(i))
+            else:
+                self._add_info(infos, info, int(i))
+
+    def _dense_rewards(self, active: np.ndarray | None) -> np.ndarray:
+        meta_keys = self._metas[0].keys()
+        meta = {k: [m[k] for m in self._metas] for k in meta_keys}
+        r = np.asarray(self.task.dense_reward(self._completion, self._lengths, meta), dtype=np.float64)
+        if active is not None:
+            r = np.where(active, r, 0.0)
+        return r
+

@@ -1,0 +1,286 @@
+"""The Task abstraction: where prompts come from and how the finished text is scored.
+
+A :class:`Task` is everything an lm_gym env needs to know about one text problem:
+
+* a **tokenizer** (the vocabulary; its size fixes the env's ``Discrete(V)`` action space),
+* **prompt sampling** from the env's ``np_random`` (so seeding makes episodes reproducible),
+* a **batched scoring function** returning the reward and its named components,
+* **length limits** (``max_prompt_tokens``, ``max_new_tokens``),
+* optionally a **vocabulary restriction** (``valid_token_ids``) and **dense shaping**.
+
+The env never runs a model; it only appends tokens and calls :meth:`Task.score` once per
+batch of finished episodes. Subclass :class:`Task`, implement :meth:`sample` and
+:meth:`components` (plus :attr:`default_weights` for a composite reward, or override
+:meth:`score`), and give it an env id with :func:`lm_gym.register_task`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from lm_gym import error
+
+RewardFn = Callable[..., Any]
+"""A user reward: ``fn(prompts: list[str], completions: list[str], **meta) -> list[float]``."""
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What an env needs from a tokenizer (a toy one, or an adapter over Hugging Face's)."""
+
+    vocab_size: int
+    pad_token_id: int
+    eos_token_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class ToyTokenizer:
+    """A fixed, tiny vocabulary: PAD is id 0, EOS id 1, then ``symbols`` in order.
+
+    Args:
+        symbols: the vocabulary's tokens (characters or words), without PAD and EOS.
+        word_level: split text on whitespace and join tokens with spaces; otherwise every
+            character is a token and tokens join with no separator.
+    """
+
+    PAD = "<pad>"
+    EOS = "<eos>"
+
+    def __init__(self, symbols: Sequence[str], *, word_level: bool = False) -> None:
+        if len(set(symbols)) != len(symbols):
+            raise error.InvalidArgument(f"ToyTokenizer symbols must be unique, got {list(symbols)}")
+        self.tokens: list[str] = [self.PAD, self.EOS, *symbols]
+        self.word_level = word_level
+        self.pad_token_id = 0
+        self.eos_token_id = 1
+        self.vocab_size = len(self.tokens)
+        self._ids = {tok: i for i, tok in enumerate(self.tokens)}
+
+    def encode(self, text: str) -> list[int]:
+        pieces = text.split() if self.word_level else list(text)
+        try:
+            return [self._ids[p] for p in pieces]
+        except KeyError as e:
+            raise error.InvalidArgument(
+                f"Token {e.args[0]!r} is not in this vocabulary; valid tokens: {self.tokens[2:]}"
+            ) from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Decode ids, skipping PAD and EOS (special tokens never appear in text)."""
+        pieces = [self.tokens[i] for i in ids if i > 1]
+        return (" " if self.word_level else "").join(pieces)
+
+    def ids_of(self, symbols: Sequence[str]) -> list[int]:
+        return [self._ids[s] for s in symbols]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One sampled prompt: its text and any metadata the scorer needs (target, keywords, ...)."""
+
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Task:
+    """Base class of every task. Subclasses set the class attributes and implement
+    :meth:`sample` and :meth:`components` (or :meth:`score`).
+
+    Class attributes:
+        name: short name used in messages.
+        description: one line, shown by ``lm_gym.list_envs()`` and ``lm-gym list``.
+        reward_components: names of the components :meth:`components` reports, the same
+            keys every episode.
+        default_weights: for a composite reward ``R = Σ w_k·c_k``, the default weight of
+            each component (``reward_weights=`` overrides some or all of them); ``None``
+            when the reward is not a weighted sum of its components.
+        dense: whether :meth:`dense_reward` pays a reward on every step.
+
+    Args:
+        max_new_tokens: the token budget of a completion; the episode is truncated there.
+        max_prompt_tokens: prompts are left-truncated to this many tokens.
+    """
+
+    name: ClassVar[str] = "task"
+    description: ClassVar[str] = ""
+    reward_components: ClassVar[tuple[str, ...]] = ()
+    default_weights: ClassVar[Mapping[str, float] | None] = None
+    dense: ClassVar[bool] = False
+
+    def __init__(self, *, max_new_tokens: int, max_prompt_tokens: int) -> None:
+        check_int("max_new_tokens", max_new_tokens, low=1)
+        check_int("max_prompt_tokens", max_prompt_tokens, low=1)
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_prompt_tokens = int(max_prompt_tokens)
+        self.weights: dict[str, float] | None = (
+            dict(self.default_weights) if self.default_weights is not None else None
+        )
+
+    # -- what subclasses provide ------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The task's tokenizer. Subclasses set ``self._tokenizer`` or override this."""
+        return self._tokenizer  # type: ignore[attr-defined]
+
+    @property
+    def vocab_size(self) -> int:
+        """V, the width of the action space (a model's logit width may exceed the tokenizer's)."""
+        return int(self.tokenizer.vocab_size)
+
+    def sample(self, np_random: np.random.Generator) -> Prompt:
+        """Draw one prompt. Every random draw must come from ``np_random``."""
+        raise NotImplementedError
+
+    def components(
+        self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
+    ) -> dict[str, np.ndarray]:
+        """Score a batch: each component's values, shape (B,), keyed by :attr:`reward_components`."""
+        raise NotImplementedError
+
+    def valid_token_ids(self) -> Sequence[int] | None:
+        """The token ids an agent may emit (EOS included), or ``None`` for the whole vocabulary."""
+        return None
+
+    def dense_reward(
+        self, completion_ids: np.ndarray, lengths: np.ndarray, meta: Mapping[str, list[Any]]
+    ) -> np.ndarray:
+        """Per-step shaping for dense tasks: the reward of the step that produced token
+        ``completion_ids[b, lengths[b] - 1]``, batched, shape (B,). Only called when
+        :attr:`dense` is true; the final step's reward is this plus :meth:`score`."""
+        raise NotImplementedError
+
+    # -- scoring --------------------------------------------------------------------
+
+    def score(
+        self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The reward of each finished episode and its components.
+
+        The default is the composite ``Σ w_k·c_k`` over :attr:`weights` when the task has
+        weights, else the component named ``"score"``.
+        """
+        comps = self.components(prompts, completions, meta)
+        if self.weights is not None:
+            reward = np.zeros(len(completions), dtype=np.float64)
+            for key, w in self.weights.items():
+                reward += w * comps[key]
+        else:
+            reward = np.asarray(comps["score"], dtype=np.float64)
+        return reward, comps
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """Reweight a composite reward; components not named keep their weight."""
+        if self.weights is None:
+            raise error.InvalidArgument(
+                f"reward_weights={dict(weights)!r} does not apply: the reward of task "
+                f"{self.name!r} is not a weighted composite (components: "
+                f"{list(self.reward_components)}). Pass reward=fn to replace it instead."
+            )
+        if not isinstance(weights, Mapping):
+            raise error.InvalidArgument(
+                f"reward_weights must be a dict of component name -> weight, got {weights!r}"
+            )
+        for key, w in weights.items():
+            if key not in self.weights:
+                raise error.unknown("reward component", key, self.weights)
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+                raise error.InvalidArgument(
+                    f"reward_weights[{key!r}] must be a finite number, got {w!r}"
+                )
+        self.weights.update({k: float(w) for k, w in weights.items()})
+
+    # -- helpers for subclasses ----------------------------------------------------------
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Tokenise a prompt, keeping its last ``max_prompt_tokens`` tokens."""
+        ids = self.tokenizer.encode(text)
+        return ids[-self.max_prompt_tokens :]
+
+
+class CustomReward:
+    """Wraps a user's batched reward callable so the env can treat it like a task's score.
+
+    ``fn(prompts: list[str], completions: list[str], **meta) -> list[float]``, with
+    ``meta`` holding one list per metadata key (e.g. ``target=[...]``). The component
+    reported in ``info["reward_components"]`` is ``"reward"``.
+    """
+
+    component = "reward"
+
+    def __init__(self, fn: RewardFn) -> None:
+        if not callable(fn):
+            raise error.InvalidArgument(
+                f"reward must be a callable fn(prompts, completions, **meta) -> list[float], got {fn!r}"
+            )
+        self.fn = fn
+        self.name = getattr(fn, "__qualname__", None) or type(fn).__name__
+
+    def __call__(
+        self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        try:
+            out = self.fn(prompts, completions, **meta)
+        except Exception as e:  # the user's code: report it with context, keep the cause
+            raise error.RewardError(
+                f"reward function {self.name!r} raised {type(e).__name__}: {e} "
+                f"(called on {len(completions)} completions)"
+            ) from e
+        reward = validate_scores(out, len(completions), f"reward function {self.name!r}")
+        return reward, {self.component: reward}
+
+
+def validate_scores(out: Any, n: int, who: str) -> np.ndarray:
+    """Check a reward batch: ``n`` finite numbers. Returns it as float64 of shape (n,)."""
+    try:
+        arr = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise error.RewardError(
+            f"{who} must return a list of {n} floats, got {type(out).__name__}: {out!r:.200}"
+        ) from e
+    if arr.ndim == 0 and n == 1:
+        arr = arr.reshape(1)
+    if arr.shape != (n,):
+        raise error.RewardError(
+            f"{who} returned {arr.size} value(s) of shape {arr.shape}; expected one float per "
+            f"completion, shape ({n},)"
+        )
+    if not np.all(np.isfinite(arr)):
+        bad = arr[~np.isfinite(arr)][0]
+        raise error.RewardError(f"{who} returned a non-finite value {bad!r}; rewards must be finite")
+    return arr
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """Validate an integer argument, naming it and the valid range in the error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise error.InvalidArgument(f"{name} must be an integer, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        raise error.InvalidArgument(f"{name} must be in [{lo}, {hi}], got {value}")
+    return int(value)
+
+
+def task_kwargs_check(task_cls: type[Task], kwargs: Mapping[str, Any]) -> None:
+    """Reject keyword arguments the task's constructor does not take, with a did-you-mean."""
+    params = inspect.signature(task_cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    valid += ["reward", "reward_weights", "render_mode"]
+    for key in kwargs:
+        if key not in valid:
+            raise error.InvalidArgument(
+                f"Unknown keyword argument {key!r} for task {task_cls.name!r}."
+                f"{error.did_you_mean(key, valid)} Valid: {', '.join(sorted(valid))}."
+            )

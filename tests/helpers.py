@@ -1,0 +1,30 @@
+"""Shared test utilities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def assert_tree_equal(a: Any, b: Any, path: str = "") -> None:
+    """Recursively compare dicts / arrays / scalars (float arrays with a tolerance)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict), f"{path}: dict vs {type(b)}"
+        assert set(a) == set(b), f"{path}: keys {sorted(a)} != {sorted(b)}"
+        for k in a:
+            assert_tree_equal(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (tuple, list)):
+        assert isinstance(b, (tuple, list)) and len(a) == len(b), f"{path}: {a!r} vs {b!r}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_tree_equal(x, y, f"{path}[{i}]")
+    elif isinstance(a, np.ndarray) and a.dtype == object:
+        assert isinstance(b, np.ndarray) and b.shape == a.shape, f"{path}: shape"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_tree_equal(x, y, f"{path}[{i}]")
+    elif isinstance(a, (np.ndarray, float, np.floating)):
+        np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), err_msg=path)
+        if isinstance(a, np.ndarray):
+            assert a.dtype == np.asarray(b).dtype, f"{path}: dtype {a.dtype} != {np.asarray(b).dtype}"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
