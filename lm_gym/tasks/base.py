@@ -255,7 +255,7 @@ def validate_scores(out: Any, n: int, who: str) -> np.ndarray:
             f"completion, shape ({n},)"
         )
     if not np.all(np.isfinite(arr)):
-        bad = arr[~np.isfinite(arr)][0]
+        bad = float(arr[~np.isfinite(arr)][0])
         raise error.RewardError(f"{who} returned a non-finite value {bad!r}; rewards must be finite")
     return arr
 
