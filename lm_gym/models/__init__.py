@@ -1,0 +1,280 @@
+"""Tokenizers and causal language models: the built-in default and any Hugging Face model.
+
+``"builtin"`` names the small GPT-2-architecture LM shipped in ``lm_gym/models/builtin/``
+(pretrained by :func:`lm_gym.models.pretrain.pretrain` on the procedural story corpus of
+:mod:`lm_gym.models.corpus`); it needs no download. Any other name is passed to
+``transformers``' Auto classes: a local directory written by ``save_pretrained``, or a
+Hugging Face Hub name, which loads only where the Hub (or its cache) is reachable. A name
+that cannot be loaded raises :class:`lm_gym.error.ModelLoadError`.
+
+Every tokenizer returned here pads on the left and has a pad token distinct from EOS; when
+a model's tokenizer has none, ``<|pad|>`` is added, and :func:`load_model_and_tokenizer`
+resizes the model's embeddings to match. Models are returned in eval mode.
+
+This module imports neither torch nor transformers until a function is called.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lm_gym.error import InvalidArgument, ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "BUILTIN",
+    "PAD_TOKEN",
+    "builtin_path",
+    "load_frozen",
+    "load_lm",
+    "load_model_and_tokenizer",
+    "load_tokenizer",
+    "position_ids_from_mask",
+]
+
+logger = logging.getLogger(__name__)
+
+BUILTIN = "builtin"
+"""The name of the shipped model."""
+
+PAD_TOKEN = "<|pad|>"
+"""The pad token added to tokenizers that have none (or whose pad equals EOS)."""
+
+
+def builtin_path() -> Path:
+    """The directory of the shipped checkpoint (config, safetensors, tokenizer, metrics)."""
+    return Path(__file__).resolve().parent / "builtin"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _resolve(name_or_path: str | os.PathLike[str]) -> tuple[str, bool]:
+    """``(source, is_local)`` for a name, a path, or ``"builtin"``."""
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        raise InvalidArgument(
+            f"Model name must be a non-empty string or path, got {name_or_path!r}. "
+            f"Use {BUILTIN!r}, a local directory, or a Hugging Face model name."
+        )
+    name = os.fspath(name_or_path)
+    if name == BUILTIN:
+        path = builtin_path()
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"The built-in model is missing from {path}; reinstall lm-gym or recreate it "
+                "with `lm-gym pretrain` / lm_gym.models.pretrain.pretrain(path)."
+            )
+        return str(path), True
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path), True
+    if name.startswith(("/", "./", "../", "~", ".\\")) or path.is_file():
+        raise ModelLoadError(
+            f"No model directory at {name!r}. Pass a directory written by save_pretrained, "
+            f"a Hugging Face model name, or {BUILTIN!r} for the built-in model."
+        )
+    return name, False
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError, ValueError, KeyError]
+    for mod, attr in (("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            errors.append(getattr(__import__(mod), attr))
+        except (ImportError, AttributeError):  # pragma: no cover - optional transports
+            pass
+    return tuple(errors)
+
+
+def _load(kind: str, loader: Any, name_or_path: Any, **kwargs: Any) -> Any:
+    """``loader.from_pretrained`` with local/offline handling and typed errors."""
+    source, local = _resolve(name_or_path)
+    if local or _offline():
+        kwargs.setdefault("local_files_only", True)
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except _hub_errors() as e:
+        where = (
+            f"from the local directory {source!r}"
+            if local
+            else "offline (HF_HUB_OFFLINE is set and it is not in the local cache)"
+            if _offline()
+            else "(not found on the Hugging Face Hub, or the Hub is unreachable and it is not cached)"
+        )
+        raise ModelLoadError(
+            f"Could not load {kind} {os.fspath(name_or_path)!r} {where}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''} Use a local directory written by "
+            f"save_pretrained, or {BUILTIN!r} for the built-in model (no download)."
+        ) from e
+
+
+def _ensure_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Left padding, and a pad token distinct from EOS (added as ``<|pad|>`` if needed)."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None or (
+        tokenizer.eos_token is not None and tokenizer.pad_token_id == tokenizer.eos_token_id
+    ):
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+        logger.info("added pad token %r (id %d)", PAD_TOKEN, tokenizer.pad_token_id)
+    return tokenizer
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike[str] = BUILTIN,
+    *,
+    trust_remote_code: bool = False,
+    **kwargs: Any,
+) -> PreTrainedTokenizerBase:
+    """A tokenizer by name or path, with left padding and a pad token distinct from EOS.
+
+    If the tokenizer had no pad token (or its pad was EOS), ``<|pad|>`` is added, so
+    ``len(tokenizer)`` may exceed the model's vocabulary: use
+    :func:`load_model_and_tokenizer` to get a model resized to match.
+
+    Args:
+        name_or_path: ``"builtin"``, a local directory, or a Hugging Face name.
+        trust_remote_code: passed to ``AutoTokenizer.from_pretrained``.
+        **kwargs: passed to ``AutoTokenizer.from_pretrained``.
+
+    Raises:
+        ModelLoadError: if it cannot be loaded (offline, not found, malformed).
+    """
+    from transformers import AutoTokenizer
+
+    tok = _load("tokenizer", AutoTokenizer, name_or_path, trust_remote_code=trust_remote_code,
+                **kwargs)
+    return _ensure_pad(tok)
+
+
+def _torch_dtype(dtype: Any) -> Any:
+    import torch
+
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype):
+        raise InvalidArgument(
+            f"Unknown dtype {dtype!r}; use a torch.dtype or one of 'float32', 'float16', "
+            "'bfloat16', 'auto'."
+        )
+    return value
+
+
+def load_lm(
+    name_or_path: str | os.PathLike[str] = BUILTIN,
+    *,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: Any,
+) -> PreTrainedModel:
+    """A causal LM (``AutoModelForCausalLM``) by name or path, in eval mode.
+
+    The model's embeddings are not resized here; when a tokenizer gains a pad token, use
+    :func:`load_model_and_tokenizer`.
+
+    Args:
+        name_or_path: ``"builtin"``, a local directory, or a Hugging Face name.
+        trust_remote_code: passed to ``from_pretrained``.
+        dtype: a torch dtype or its name (``"float32"``, ``"bfloat16"``, ``"auto"``).
+        device: where to move the model (default: CPU).
+        **kwargs: passed to ``AutoModelForCausalLM.from_pretrained``.
+
+    Raises:
+        ModelLoadError: if it cannot be loaded (offline, not found, malformed).
+    """
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = _torch_dtype(dtype)
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype
+    model = _load("model", AutoModelForCausalLM, name_or_path,
+                  trust_remote_code=trust_remote_code, **kwargs)
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def load_model_and_tokenizer(
+    name_or_path: str | os.PathLike[str] = BUILTIN,
+    *,
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    tokenizer_kwargs: dict[str, Any] | None = None,
+    **model_kwargs: Any,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer, consistent with each other: left padding, a pad
+    token distinct from EOS, and the embeddings resized if the pad token was added beyond
+    the model's vocabulary. ``model.config.pad_token_id`` (and the generation config's)
+    are set to the tokenizer's. Returns new objects on every call (see
+    :func:`load_frozen` for a shared read-only copy).
+
+    Raises:
+        ModelLoadError: if either cannot be loaded (offline, not found, malformed).
+    """
+    tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code,
+                               **(tokenizer_kwargs or {}))
+    model = load_lm(name_or_path, trust_remote_code=trust_remote_code, dtype=dtype,
+                    device=device, **model_kwargs)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        logger.info("resizing token embeddings of %s from %d to %d", name_or_path, rows,
+                    len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+@functools.lru_cache(maxsize=8)
+def _frozen(name: str, dtype: str, device: str) -> tuple[Any, Any]:
+    model, tokenizer = load_model_and_tokenizer(
+        name, dtype=None if dtype == "None" else dtype, device=None if device == "None" else device
+    )
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def load_frozen(
+    name_or_path: str | os.PathLike[str] = BUILTIN,
+    *,
+    dtype: str | None = None,
+    device: str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A shared, read-only ``(model, tokenizer)``: cached per process, so every call with
+    the same arguments returns the *same* objects. The model is in eval mode with
+    ``requires_grad=False``; use it for scoring (fluency, a frozen KL reference), never
+    train or modify it or the tokenizer. For a trainable copy use
+    :func:`load_model_and_tokenizer`.
+
+    Raises:
+        ModelLoadError: if it cannot be loaded (offline, not found, malformed).
+    """
+    raw = os.fspath(name_or_path)
+    path = Path(raw).expanduser()
+    key = str(path.resolve()) if raw != BUILTIN and path.is_dir() else raw  # one entry per dir
+    return _frozen(key, str(dtype), str(device))
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for a left-padded batch: ``cumsum(mask) - 1`` clipped at 0, so each
+    row's first real token has position 0 (padding gets 0 too; it is masked anyway).
+
+    Args:
+        attention_mask: ``(B, T)`` of 0/1.
+
+    Returns:
+        ``(B, T)`` int64.
+    """
+    mask = attention_mask.long()  # (B, T)
+    return (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)

@@ -1,0 +1,243 @@
+"""Tests for lm_gym.models: the story corpus, model loading, pretraining."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from lm_gym.error import InvalidArgument, ModelLoadError, UnknownName
+from lm_gym.models import (
+    BUILTIN,
+    PAD_TOKEN,
+    builtin_path,
+    load_frozen,
+    load_lm,
+    load_model_and_tokenizer,
+    load_tokenizer,
+    position_ids_from_mask,
+)
+from lm_gym.models.corpus import (
+    SENTIMENTS,
+    TOPICS,
+    corpus,
+    generate_stories,
+    prompts,
+    topic_words,
+    vocabulary,
+)
+
+# ------------------------------------------------------------------------------ corpus
+
+
+def test_generate_stories_is_deterministic_and_prefix_stable():
+    a = generate_stories(50, seed=3)
+    assert a == generate_stories(50, seed=3)
+    assert a[:10] == generate_stories(10, seed=3)
+    assert a != generate_stories(50, seed=4)
+
+
+def test_corpus_vocabulary_topics_and_sentiments():
+    stories = generate_stories(5000, seed=0)
+    assert len(vocabulary(stories)) >= 2000
+    assert len(TOPICS) >= 6
+    counts = Counter((s.topic, s.sentiment) for s in stories)
+    assert set(counts) == {(t, s) for t in TOPICS for s in SENTIMENTS}
+    assert min(counts.values()) > 5000 / (2 * len(TOPICS)) * 0.7  # roughly uniform
+    lengths = Counter(len(re.findall(r'[.!?]"?(?:\s+(?=[A-Z"])|$)', s.text)) for s in stories)
+    assert set(lengths) <= {3, 4, 5, 6} and len(lengths) == 4
+    # several syntactic forms occur: dialogue, questions, subordinate clauses
+    texts = " ".join(s.text for s in stories[:500])
+    assert '," said' in texts and "?" in texts and re.search(r"\b(When|Because|Although) ", texts)
+
+
+def test_story_keywords_appear_in_text_and_belong_to_topic():
+    for s in generate_stories(300, seed=1):
+        assert 2 <= len(s.keywords) <= 3
+        words = set(re.findall(r"[a-z]+", s.text.lower()))
+        assert set(s.keywords) <= words
+        assert set(s.keywords) <= set(topic_words(s.topic))
+
+
+def test_sentiment_words_follow_the_label():
+    stories = generate_stories(400, seed=2)
+    pos = " ".join(s.text for s in stories if s.sentiment == "positive")
+    neg = " ".join(s.text for s in stories if s.sentiment == "negative")
+    assert pos.count("wonderful") + pos.count("happy") > 3 * (neg.count("wonderful") + 1)
+    assert neg.count("terrible") + neg.count("sad") > 3 * (pos.count("terrible") + 1)
+
+
+def test_topic_words():
+    ocean = topic_words("ocean")
+    assert {"whale", "whales", "sail", "sailed", "sailing"} <= set(ocean)
+    assert len(ocean) == len(set(ocean)) > 50
+    with pytest.raises(UnknownName, match="Did you mean 'ocean'"):
+        topic_words("oceans")
+
+
+def test_splits_are_fixed_and_disjoint():
+    train = corpus("train", 3000)
+    valid, test = corpus("valid"), corpus("test")
+    assert len(valid) == len(test) == 500
+    assert corpus("valid", 20) == valid[:20]
+    train_texts = {s.text for s in train}
+    assert not train_texts & {s.text for s in valid}
+    assert not train_texts & {s.text for s in test}
+    assert not {s.text for s in valid} & {s.text for s in test}
+    with pytest.raises(UnknownName, match="'test'"):
+        corpus("tset")
+    with pytest.raises(InvalidArgument, match="-1"):
+        corpus("train", -1)
+
+
+def test_prompts_are_story_openings():
+    ps = prompts("test", n=200)
+    assert len(ps) == 200
+    stories = corpus("test")
+    for (prompt, meta), story in zip(ps, stories):
+        assert story.text.startswith(prompt)
+        assert 8 <= len(prompt.split()) <= 30
+        assert meta["topic"] == story.topic and meta["keywords"] == story.keywords
+    n_words = np.array([len(p.split()) for p, _ in ps])
+    assert 8 <= np.median(n_words) <= 20
+    drawn = prompts("valid", n=10, seed=5)
+    assert drawn == prompts("valid", n=10, seed=5) and drawn != prompts("valid", n=10, seed=6)
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def test_import_is_light():
+    code = "import sys, lm_gym.models, lm_gym.models.corpus; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_builtin_loads_and_runs():
+    assert (builtin_path() / "model.safetensors").is_file()
+    model, tok = load_model_and_tokenizer(BUILTIN)
+    assert not model.training
+    assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+    assert tok.padding_side == "left"
+    assert model.config.pad_token_id == tok.pad_token_id
+    batch = tok(["The dog ran to the farm.", "Hi"], return_tensors="pt", padding=True)
+    assert batch["attention_mask"][1, 0] == 0  # left padded
+    with torch.no_grad():
+        logits = model(**batch, position_ids=position_ids_from_mask(batch["attention_mask"])).logits
+    assert logits.shape == (2, batch["input_ids"].shape[1], model.config.vocab_size)  # (B, T, V)
+    assert len(tok) <= model.config.vocab_size
+    metrics = json.loads((builtin_path() / "metrics.json").read_text())
+    assert metrics["test_ppl"] < 20
+
+
+def test_builtin_is_better_than_chance_on_held_out_text():
+    from lm_gym.models.pretrain import perplexity
+
+    model, tok = load_model_and_tokenizer(BUILTIN)
+    ppl = perplexity(model, tok, corpus("test", 40))
+    assert 1.0 < ppl < 20  # a uniform guess would be ~len(tok)
+
+
+def test_load_frozen_is_shared_and_frozen():
+    model, tok = load_frozen(BUILTIN)
+    assert load_frozen(BUILTIN)[0] is model
+    assert not any(p.requires_grad for p in model.parameters())
+    assert load_model_and_tokenizer(BUILTIN)[0] is not model
+
+
+def _tiny_gpt2(tmp_path, *, with_pad: bool):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>"] + (["<pad>"] if with_pad else [])
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    raw.train_from_iterator([s.text for s in generate_stories(50)], trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>",
+                                  **({"pad_token": "<pad>"} if with_pad else {}))
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16,
+                                       n_layer=1, n_head=2, eos_token_id=0, bos_token_id=0))
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    return model, tok
+
+
+def test_local_path_round_trip(tmp_path):
+    saved, saved_tok = _tiny_gpt2(tmp_path, with_pad=True)
+    model, tok = load_model_and_tokenizer(tmp_path)
+    assert tok.pad_token == "<pad>" and tok.padding_side == "left"
+    assert len(tok) == len(saved_tok) == model.config.vocab_size
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, saved.eval()(ids).logits)
+    assert load_tokenizer(str(tmp_path)).pad_token == "<pad>"
+    assert load_lm(tmp_path, dtype="bfloat16").dtype == torch.bfloat16
+
+
+def test_missing_pad_token_is_added_and_embeddings_resized(tmp_path):
+    saved, saved_tok = _tiny_gpt2(tmp_path, with_pad=False)
+    assert saved_tok.pad_token is None
+    model, tok = load_model_and_tokenizer(tmp_path)
+    assert tok.pad_token == PAD_TOKEN and tok.pad_token_id != tok.eos_token_id
+    assert tok.pad_token_id == len(saved_tok)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok) == len(saved_tok) + 1
+    assert model.config.pad_token_id == tok.pad_token_id
+    batch = tok(["a cat", "the big dog ran"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits  # (B, T, V)
+    assert logits.shape[-1] == len(tok) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", ["gpt2", "no-such/model"])
+def test_unavailable_name_raises_model_load_error(monkeypatch, name):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="builtin") as info:
+        load_model_and_tokenizer(name)
+    assert name in str(info.value) and "offline" in str(info.value)
+    assert info.value.__cause__ is not None
+    assert isinstance(info.value, OSError)  # ModelLoadError keeps the builtin base
+
+
+def test_bad_paths_and_dtypes(tmp_path):
+    with pytest.raises(ModelLoadError, match="No model directory at './missing'"):
+        load_lm("./missing")
+    with pytest.raises(ModelLoadError, match="builtin"):
+        load_lm(tmp_path)  # an empty directory
+    with pytest.raises(InvalidArgument, match="float33"):
+        load_lm(BUILTIN, dtype="float33")
+
+
+def test_position_ids_from_mask():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
+    expected = torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 0, 0, 0, 0]])
+    out = position_ids_from_mask(mask)
+    assert out.dtype == torch.int64
+    torch.testing.assert_close(out, expected)
+
+
+# ------------------------------------------------------------------------------ pretrain
+
+
+def test_quick_pretrain_writes_a_loadable_model(tmp_path):
+    from lm_gym.models.pretrain import pretrain
+
+    metrics = pretrain(tmp_path, quick=True, progress=False, seed=1)
+    assert math.isfinite(metrics["valid_ppl"]) and math.isfinite(metrics["test_ppl"])
+    assert 1.0 < metrics["test_ppl"] < metrics["config"]["vocab_size"]  # learnt something
+    assert json.loads((tmp_path / "metrics.json").read_text())["test_ppl"] == metrics["test_ppl"]
+    model, tok = load_model_and_tokenizer(tmp_path)
+    assert tok.pad_token == PAD_TOKEN and tok.eos_token == "<|endoftext|>"
+    assert len(tok) == model.config.vocab_size  # no resize needed
+    again = pretrain(tmp_path / "again", quick=True, progress=False, seed=1)
+    assert again["test_ppl"] == pytest.approx(metrics["test_ppl"], rel=1e-6)  # deterministic
