@@ -1,0 +1,639 @@
+"""The policy every lm_gym learner drives: a causal LM with a value head and a per-slot KV cache.
+
+:class:`LMPolicy` wraps any Hugging Face causal LM (``GPT2LMHeadModel`` is the main case)
+and adds
+
+- a value head, ``Linear(hidden, 1)`` initialised to zero, on the final hidden state of
+  the shared trunk (as TRL's ``AutoModelForCausalLMWithValueHead``);
+- :meth:`LMPolicy.act`, KV-cached stepping of ``N`` env slots of a vector env whose
+  observations are left-padded windows (the lm_gym observation contract): slots that
+  start an episode are prefilled in one batched forward, all other slots advance by one
+  batched forward over their newest token; never a forward per token of context;
+- sampling with temperature, top-k and top-p (Hugging Face's logits warpers), greedy
+  decoding, and vocabulary masking (the env's action mask, and optionally the NLPO mask
+  of Ramamurthy et al. 2022, "Is Reinforcement Learning (Not) for NLP?");
+- :meth:`LMPolicy.logprobs_of`, the teacher-forced recomputation a learner uses for its
+  update, consistent with the log-probabilities :meth:`act` returned.
+
+Log-probability convention (both :meth:`act` and :meth:`logprobs_of`): ``logprobs`` are
+taken under ``log_softmax(masked(logits) / temperature)``, where ``masked`` sets every
+invalid token (action mask, NLPO mask) to ``-inf``. Top-k and top-p shape *sampling only*;
+they do not enter the returned log-probabilities (as TRL's PPO trainer).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lm_gym.error import InvalidArgument, ModelLoadError
+
+__all__ = ["ActOutput", "Evaluation", "LMPolicy", "next_tokens"]
+
+logger = logging.getLogger(__name__)
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+POLICY_CONFIG_FILE = "lm_policy.json"
+
+
+@dataclass
+class ActOutput:
+    """What :meth:`LMPolicy.act` returns for ``N`` env slots."""
+
+    actions: np.ndarray
+    """(N,) int64 token ids."""
+    logprobs: np.ndarray
+    """(N,) float32 log-probabilities of ``actions`` (see the module docstring's convention)."""
+    values: np.ndarray
+    """(N,) float32 value estimates V(s) of the observed contexts."""
+    logits: torch.Tensor
+    """(N, V) raw model logits at the newest token (before temperature and masks)."""
+
+
+@dataclass
+class Evaluation:
+    """What :meth:`LMPolicy.logprobs_of` returns; column ``t`` is the state ending at token ``t``."""
+
+    logprobs: torch.Tensor
+    """(B, T) log pi(actions[:, t] | input_ids[:, :t+1])."""
+    values: torch.Tensor
+    """(B, T) V(input_ids[:, :t+1])."""
+    entropy: torch.Tensor
+    """(B, T) entropy of the masked, temperature-scaled distribution."""
+
+
+def next_tokens(input_ids: torch.Tensor, fill: int = 0) -> torch.Tensor:
+    """``input_ids`` shifted left by one: the action taken at every column of a full sequence.
+
+    Column ``t`` holds ``input_ids[:, t + 1]``; the last column holds ``fill`` (no action
+    follows the newest token). Pass the result as ``actions`` to :meth:`LMPolicy.logprobs_of`.
+    """
+    out = torch.full_like(input_ids, fill)
+    out[..., :-1] = input_ids[..., 1:]
+    return out
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch: ``cumsum(mask) - 1``, clamped at 0 on the padding."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass
+class _SlotCache:
+    """The KV cache of one model for ``N`` env slots: one batch cache of length ``T``."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer (N, H, T, D)
+    cache: Any = None  # the HF cache object holding ``kv`` (reused when every slot advances)
+    mask: torch.Tensor | None = None  # (N, T) long: 1 where a cached column is context
+    next_pos: torch.Tensor | None = None  # (N,) position id of the next token = context length
+    weights_version: int = -1
+
+    @property
+    def length(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[1]
+
+
+def _cache_kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer (keys, values) of a Hugging Face cache (transformers 4.x and 5.x layouts)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):
+        return list(zip(cache.key_cache, cache.value_cache))
+    return [(k, v) for k, v in cache]  # a legacy tuple of tuples
+
+
+def _make_cache(kv: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(ddp_cache_data=kv)  # transformers >= 4.56
+    except TypeError:  # pragma: no cover - older transformers
+        return DynamicCache.from_legacy_cache(tuple(kv))
+
+
+class LMPolicy(nn.Module):
+    """A causal LM with a value head, KV-cached rollouts over env slots, sampling and masks.
+
+    Args:
+        model: a Hugging Face causal LM (``AutoModelForCausalLM``-like); its logit width is
+            the action space size ``V``.
+        temperature: sampling temperature (> 0); also divides the logits of ``logprobs``.
+        top_k: sample among the ``top_k`` most likely tokens only (None: no limit).
+        top_p: nucleus sampling threshold in (0, 1] (None or 1: off).
+        nlpo_top_p: if set, NLPO masking (Ramamurthy et al. 2022): a frozen copy of the LM
+            (the *mask model*) restricts every step's actions to its own top-p token set.
+        nlpo_update_every: refresh the mask model from the policy every this many calls of
+            :meth:`after_update` (one per learner iteration).
+        cache_slack: the batch KV cache may grow this many columns beyond the observation
+            width ``L`` before it is compacted by re-prefilling every slot (default ``L``).
+        disable_dropout: set every dropout probability to 0, so that rollout and update
+            log-probabilities agree (as TRL does for PPO).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        nlpo_top_p: float | None = None,
+        nlpo_update_every: int = 1,
+        cache_slack: int | None = None,
+        disable_dropout: bool = True,
+    ) -> None:
+        super().__init__()
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise InvalidArgument(f"temperature must be > 0, got {temperature!r}.")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise InvalidArgument(f"top_k must be None or an integer >= 1, got {top_k!r}.")
+        for name, p in (("top_p", top_p), ("nlpo_top_p", nlpo_top_p)):
+            if p is not None and not 0.0 < p <= 1.0:
+                raise InvalidArgument(f"{name} must be None or in (0, 1], got {p!r}.")
+        if not isinstance(nlpo_update_every, int) or nlpo_update_every < 1:
+            raise InvalidArgument(
+                f"nlpo_update_every must be an integer >= 1, got {nlpo_update_every!r}."
+            )
+        if cache_slack is not None and (not isinstance(cache_slack, int) or cache_slack < 1):
+            raise InvalidArgument(
+                f"cache_slack must be None or an integer >= 1, got {cache_slack!r}."
+            )
+        self.model = model
+        self.temperature = float(temperature)
+        self.top_k = top_k
+        self.top_p = top_p
+        self.nlpo_top_p = nlpo_top_p
+        self.nlpo_update_every = nlpo_update_every
+        self.cache_slack = cache_slack
+        if disable_dropout:
+            for module in model.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = 0.0
+        config = (
+            model.config.get_text_config()
+            if hasattr(model.config, "get_text_config")
+            else model.config
+        )
+        self.vocab_size: int = int(model.get_output_embeddings().weight.shape[0])
+        self.max_positions: int | None = getattr(config, "max_position_embeddings", None)
+        self.value_head = nn.Linear(int(config.hidden_size), 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self.value_head.to(next(model.parameters()).device)
+        self.mask_model: nn.Module | None = None
+        if nlpo_top_p is not None:
+            self.mask_model = copy.deepcopy(model).requires_grad_(False).eval()
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._has_logits_to_keep = "logits_to_keep" in params
+        self._generator: torch.Generator | None = None
+        self._updates = 0
+        self._states: dict[str, _SlotCache] = {"policy": _SlotCache(), "mask": _SlotCache()}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def for_vocab(
+        cls,
+        vocab_size: int,
+        *,
+        n_layer: int = 2,
+        n_embd: int = 64,
+        n_head: int = 4,
+        n_positions: int = 512,
+        seed: int | None = None,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        **policy_kwargs: Any,
+    ) -> LMPolicy:
+        """A fresh small GPT-2 sized to a toy vocabulary (``policy_kwargs`` go to :class:`LMPolicy`).
+
+        ``n_positions`` must cover the env's observation width ``L``. ``seed`` makes the
+        initial weights reproducible without touching the global RNG.
+        """
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        if vocab_size < 2:
+            raise InvalidArgument(f"vocab_size must be >= 2, got {vocab_size!r}.")
+        if n_embd % n_head:
+            raise InvalidArgument(f"n_embd={n_embd} must be divisible by n_head={n_head}.")
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=n_positions,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=n_head,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=None,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+        )
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return cls(GPT2LMHeadModel(config), **policy_kwargs)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write the LM (``save_pretrained``, safetensors), the value head and the sampling settings."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
+            str(directory / VALUE_HEAD_FILE),
+        )
+        settings = {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "nlpo_top_p": self.nlpo_top_p,
+            "nlpo_update_every": self.nlpo_update_every,
+            "cache_slack": self.cache_slack,
+        }
+        (directory / POLICY_CONFIG_FILE).write_text(json.dumps(settings, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides: Any) -> LMPolicy:
+        """Load a policy written by :meth:`save_pretrained` (local files only).
+
+        ``overrides`` replace saved settings (e.g. ``temperature``). The NLPO mask model,
+        if any, starts as a copy of the loaded LM.
+        """
+        from safetensors.torch import load_file
+        from transformers import AutoModelForCausalLM
+
+        directory = Path(directory)
+        if not (directory / VALUE_HEAD_FILE).is_file():
+            raise ModelLoadError(
+                f"{str(directory)!r} is not an LMPolicy checkpoint: {VALUE_HEAD_FILE} is missing "
+                "(write one with LMPolicy.save_pretrained)."
+            )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"Could not load the LM of {str(directory)!r}: {e}") from e
+        settings_path = directory / POLICY_CONFIG_FILE
+        settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+        settings.update(overrides)
+        policy = cls(model, **settings)
+        policy.value_head.load_state_dict(load_file(str(directory / VALUE_HEAD_FILE)))
+        return policy
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def device(self) -> torch.device:
+        """The device of the LM's parameters."""
+        return next(self.model.parameters()).device
+
+    def seed(self, seed: int | None) -> None:
+        """Seed :meth:`act`'s sampling with a private generator (None: the global RNG)."""
+        if seed is None:
+            self._generator = None
+        else:
+            self._generator = torch.Generator(device=self.device)
+            self._generator.manual_seed(seed)
+
+    def reset_cache(self) -> None:
+        """Drop the KV caches; the next :meth:`act` prefills every slot from its observation.
+
+        Not needed after optimizer steps: :meth:`act` notices changed weights itself.
+        """
+        self._states = {"policy": _SlotCache(), "mask": _SlotCache()}
+
+    def refresh_mask_model(self) -> None:
+        """Copy the current LM weights into the NLPO mask model (and drop its cache)."""
+        if self.mask_model is None:
+            raise InvalidArgument("refresh_mask_model needs NLPO masking: pass nlpo_top_p.")
+        self.mask_model.load_state_dict(self.model.state_dict())
+        self._states["mask"] = _SlotCache()
+
+    def after_update(self) -> bool:
+        """Call once per learner iteration; refreshes the NLPO mask model every ``nlpo_update_every`` calls.
+
+        Returns True if the mask model was refreshed.
+        """
+        self._updates += 1
+        self._states["policy"] = _SlotCache()
+        if self.mask_model is not None and self._updates % self.nlpo_update_every == 0:
+            self.refresh_mask_model()
+            return True
+        return False
+
+    def _run(
+        self,
+        model: nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: Any = None,
+        *,
+        use_cache: bool = False,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """One model forward: (logits (B, T', V), final hidden states (B, T', H), cache)."""
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "use_cache": use_cache,
+            "output_hidden_states": True,
+        }
+        if cache is not None:
+            kwargs[self._cache_kwarg] = cache
+        if last_only and self._has_logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        out = model(**kwargs)
+        logits, hidden = out.logits, out.hidden_states[-1]  # (B, T', V), (B, T, H)
+        if last_only:
+            logits, hidden = logits[:, -1:], hidden[:, -1:]
+        # transformers 5 names the cache ``cache``, older versions ``past_key_values``
+        return logits, hidden, out.get(self._cache_kwarg, None)
+
+    def _value(self, hidden: torch.Tensor) -> torch.Tensor:
+        w = self.value_head.weight
+        return self.value_head(hidden.to(w.dtype)).squeeze(-1)
+
+    # ------------------------------------------------------------------ teacher forcing
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced pass over full (left-padded) sequences: ``(logits (B, T, V), values (B, T))``.
+
+        Position ids are ``cumsum(attention_mask) - 1`` clamped at 0, so a left-padded row
+        scores exactly as the same tokens without padding.
+        """
+        attention_mask = attention_mask.long()
+        logits, hidden, _ = self._run(
+            self.model, input_ids, attention_mask, positions_from_mask(attention_mask)
+        )
+        return logits, self._value(hidden)  # (B, T, V), (B, T)
+
+    def logprobs_of(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        actions: torch.Tensor,
+        *,
+        temperature: float | None = None,
+        action_mask: Any = None,
+    ) -> Evaluation:
+        """Teacher-forced log-probabilities, values and entropies, with gradients.
+
+        Column ``t`` is the state whose context ends at token ``t``: ``logprobs[:, t] =
+        log pi(actions[:, t] | input_ids[:, :t+1])`` under the masked, temperature-scaled
+        distribution (the convention of :meth:`act`), ``values[:, t] = V(input_ids[:, :t+1])``.
+        For a full sequence use ``actions = next_tokens(input_ids)``. ``action_mask`` is
+        (V,), (B, V) or (B, T, V); the NLPO mask, if enabled, is recomputed from the mask
+        model at every position (never stored).
+        """
+        temperature = self.temperature if temperature is None else temperature
+        if temperature <= 0:
+            raise InvalidArgument(f"temperature must be > 0, got {temperature!r}.")
+        attention_mask = attention_mask.long()
+        positions = positions_from_mask(attention_mask)
+        logits, hidden, _ = self._run(self.model, input_ids, attention_mask, positions)
+        valid = self._valid_tokens(action_mask, logits.shape[:-1])  # (B, T, V) bool or None
+        if self.mask_model is not None:
+            with torch.no_grad():
+                mask_logits, _, _ = self._run(self.mask_model, input_ids, attention_mask, positions)
+            valid = self._nlpo_keep(mask_logits, valid)
+        scaled = self._scaled(logits, valid, temperature)  # (B, T, V)
+        logp_all = torch.log_softmax(scaled, dim=-1)
+        logprobs = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # (B, T)
+        entropy = torch.special.entr(logp_all.exp()).sum(-1)  # (B, T); entr(0) = 0
+        return Evaluation(logprobs=logprobs, values=self._value(hidden), entropy=entropy)
+
+    # ------------------------------------------------------------------ masks and sampling
+    def _valid_tokens(self, action_mask: Any, lead_shape: torch.Size) -> torch.Tensor | None:
+        """The action mask as bool, broadcastable to ``lead_shape + (V,)``; None when absent."""
+        if action_mask is None:
+            return None
+        m = torch.as_tensor(
+            np.asarray(action_mask) if not isinstance(action_mask, torch.Tensor) else action_mask
+        )
+        m = m.to(self.device).bool()
+        if m.shape[-1] != self.vocab_size:
+            raise InvalidArgument(
+                f"action_mask has width {m.shape[-1]} but the policy's vocabulary has {self.vocab_size} tokens."
+            )
+        if not bool(m.any(-1).all()):
+            raise InvalidArgument("action_mask leaves no valid token for some slot.")
+        if m.ndim == 2 and len(lead_shape) == 2:  # (B, V) for a (B, T) teacher-forced batch
+            m = m.unsqueeze(1)
+        return m
+
+    def _nlpo_keep(self, mask_logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """NLPO: ``valid`` restricted to the mask model's top-p set (computed among valid tokens)."""
+        from transformers import TopPLogitsWarper
+
+        scores = mask_logits.float()
+        if valid is not None:
+            scores = scores.masked_fill(~valid, float("-inf"))
+        flat = scores.reshape(-1, scores.shape[-1])  # (B*T, V)
+        kept = TopPLogitsWarper(top_p=self.nlpo_top_p)(None, flat)
+        keep = torch.isfinite(kept).reshape(scores.shape)
+        return keep if valid is None else keep & valid
+
+    @staticmethod
+    def _scaled(
+        logits: torch.Tensor, valid: torch.Tensor | None, temperature: float
+    ) -> torch.Tensor:
+        scaled = logits.float() / temperature
+        return scaled if valid is None else scaled.masked_fill(~valid, float("-inf"))
+
+    def _sample(self, scaled: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """Actions (N,) from masked, temperature-scaled logits (N, V); top-k/top-p apply here only."""
+        if deterministic:
+            return scaled.argmax(-1)
+        from transformers import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
+
+        warpers = LogitsProcessorList()
+        if self.top_k is not None:
+            warpers.append(TopKLogitsWarper(top_k=self.top_k))
+        if self.top_p is not None and self.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p=self.top_p))
+        probs = torch.softmax(warpers(None, scaled), dim=-1)  # (N, V)
+        return torch.multinomial(probs, 1, generator=self._generator).squeeze(-1)
+
+    # ------------------------------------------------------------------ KV-cached stepping
+    def _weights_version(self, model: nn.Module) -> int:
+        return sum(p._version for p in model.parameters())
+
+    def _advance(
+        self,
+        model: nn.Module,
+        state: _SlotCache,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        new: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bring ``state`` up to the observations; (logits (N, V), hidden (N, H)) at the newest token.
+
+        Costs at most one prefill forward over the (n_new, L) windows of the new slots and
+        one incremental forward over the (n_old, 1) newest tokens of the others.
+        """
+        n, width = input_ids.shape
+        slack = width if self.cache_slack is None else self.cache_slack
+        version = self._weights_version(model)
+        stale = (
+            state.mask is None
+            or state.mask.shape[0] != n
+            or state.weights_version != version
+            or state.length + 1 > width + slack  # compaction: re-prefill every slot
+        )
+        if stale or bool(new.all()):
+            new = torch.ones(n, dtype=torch.bool, device=input_ids.device)
+        old = ~new
+        if bool(old.any()):
+            wrong = (attention_mask[old].sum(-1) != state.next_pos[old] + 1) | (
+                attention_mask[old, -1] == 0
+            )
+            if bool(wrong.any()):
+                bad = torch.nonzero(old).squeeze(1)[wrong].tolist()
+                raise InvalidArgument(
+                    f"slot(s) {bad} were not flagged new_episode but their observation does not "
+                    "extend the cached context by exactly one token; flag every slot whose "
+                    "observation starts an episode (after reset or autoreset)."
+                )
+
+        new_idx, old_idx = torch.nonzero(new).squeeze(1), torch.nonzero(old).squeeze(1)
+        logits = torch.empty(0)
+        hidden = torch.empty(0)
+        if len(old_idx) == n:  # every slot advances by its newest token: reuse the cache as is
+            mask = torch.cat([state.mask, attention_mask.new_ones(n, 1)], dim=1)  # (N, T+1)
+            logits, hidden, cache = self._run(
+                model,
+                input_ids[:, -1:],
+                mask,
+                state.next_pos[:, None],
+                state.cache,
+                use_cache=True,
+                last_only=True,
+            )
+            state.cache, state.kv, state.mask = cache, _cache_kv(cache), mask
+            state.next_pos = state.next_pos + 1
+            return logits[:, -1], hidden[:, -1]
+
+        prefill_mask = attention_mask[new_idx]  # (n_new, L)
+        new_logits, new_hidden, new_cache = self._run(
+            model,
+            input_ids[new_idx],
+            prefill_mask,
+            positions_from_mask(prefill_mask),
+            use_cache=True,
+            last_only=True,
+        )
+        new_kv = _cache_kv(new_cache)
+        if len(new_idx) == n:  # fresh batch cache of length L
+            state.cache, state.kv, state.mask = new_cache, new_kv, prefill_mask
+            state.next_pos = prefill_mask.sum(-1)
+            state.weights_version = version
+            return new_logits[:, -1], new_hidden[:, -1]
+
+        # Mixed: advance the old slots on their own rows of the cache, write the new slots'
+        # L prefilled columns into the last L columns of a cache one column longer.
+        old_mask = torch.cat(
+            [state.mask[old_idx], attention_mask.new_ones(len(old_idx), 1)], dim=1
+        )  # (n_old, T+1)
+        sub_cache = _make_cache([(k[old_idx], v[old_idx]) for k, v in state.kv])
+        old_logits, old_hidden, old_cache = self._run(
+            model,
+            input_ids[old_idx, -1:],
+            old_mask,
+            state.next_pos[old_idx, None],
+            sub_cache,
+            use_cache=True,
+            last_only=True,
+        )
+        length = state.length + 1
+        kv = []
+        for (k_old, v_old), (k_new, v_new) in zip(_cache_kv(old_cache), new_kv):
+            k = k_old.new_zeros((n, *k_old.shape[1:]))  # (N, H, T+1, D)
+            v = v_old.new_zeros((n, *v_old.shape[1:]))
+            k[old_idx], v[old_idx] = k_old, v_old
+            k[new_idx, :, length - width :], v[new_idx, :, length - width :] = k_new, v_new
+            kv.append((k, v))
+        mask = attention_mask.new_zeros(n, length)
+        mask[old_idx] = old_mask
+        mask[new_idx, length - width :] = prefill_mask
+        next_pos = state.next_pos.clone()
+        next_pos[old_idx] += 1
+        next_pos[new_idx] = prefill_mask.sum(-1)
+        state.kv, state.cache, state.mask, state.next_pos = kv, _make_cache(kv), mask, next_pos
+        logits = new_logits.new_empty((n, new_logits.shape[-1]))
+        hidden = new_hidden.new_empty((n, new_hidden.shape[-1]))
+        logits[old_idx], logits[new_idx] = old_logits[:, -1], new_logits[:, -1]
+        hidden[old_idx], hidden[new_idx] = old_hidden[:, -1], new_hidden[:, -1]
+        return logits, hidden
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: dict[str, Any],
+        new_episode: Any = None,
+        action_mask: Any = None,
+        deterministic: bool = False,
+    ) -> ActOutput:
+        """Choose one token for each of the ``N`` env slots of a vector-env observation.
+
+        Args:
+            obs: ``{"input_ids": (N, L) int, "attention_mask": (N, L) int}``, left-padded
+                windows whose newest token is at column ``L - 1``.
+            new_episode: (N,) bool, True for slots whose observation starts an episode (the
+                first observation after reset or autoreset). Those slots are prefilled from
+                their window; the others advance by their newest token (the previous action).
+                None means every slot is new. After :meth:`reset_cache`, a change of ``N``,
+                or an optimizer step, every slot is prefilled whatever the flags say.
+            action_mask: (V,) or (N, V), nonzero for valid tokens (``info["action_mask"]``).
+            deterministic: take the most likely valid token instead of sampling.
+        """
+        device = self.device
+        input_ids = torch.as_tensor(np.asarray(obs["input_ids"]), device=device).long()
+        attention_mask = torch.as_tensor(np.asarray(obs["attention_mask"]), device=device).long()
+        if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+            raise InvalidArgument(
+                "obs must hold 'input_ids' and 'attention_mask' of the same shape (N, L), got "
+                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}."
+            )
+        n, width = input_ids.shape
+        if self.max_positions is not None and width > self.max_positions:
+            raise InvalidArgument(
+                f"observation width L={width} exceeds the model's {self.max_positions} positions."
+            )
+        if new_episode is None:
+            new = torch.ones(n, dtype=torch.bool, device=device)
+        else:
+            new = torch.as_tensor(np.asarray(new_episode), device=device).bool().reshape(-1)
+            if new.shape[0] != n:
+                raise InvalidArgument(f"new_episode has {new.shape[0]} flags for {n} slots.")
+
+        logits, hidden = self._advance(
+            self.model, self._states["policy"], input_ids, attention_mask, new
+        )
+        valid = self._valid_tokens(action_mask, logits.shape[:-1])  # (N, V) / (V,) or None
+        if self.mask_model is not None:
+            mask_logits, _ = self._advance(
+                self.mask_model, self._states["mask"], input_ids, attention_mask, new
+            )
+            valid = self._nlpo_keep(mask_logits, valid)
+        scaled = self._scaled(logits, valid, self.temperature)  # (N, V)
+        actions = self._sample(scaled, deterministic)  # (N,)
+        logprobs = torch.log_softmax(scaled, -1).gather(-1, actions[:, None]).squeeze(-1)
+        return ActOutput(
+            actions=actions.cpu().numpy().astype(np.int64),
+            logprobs=logprobs.float().cpu().numpy(),
+            values=self._value(hidden).float().cpu().numpy(),
+            logits=logits,
+        )

@@ -1,0 +1,370 @@
+"""agents.lm_policy: KV-cached act agrees with teacher forcing; sampling, masks, NLPO, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents.lm_policy import LMPolicy, next_tokens, positions_from_mask
+from lm_gym.error import InvalidArgument, ModelLoadError
+
+V = 12  # toy vocabulary; id 0 is PAD
+P, G = 4, 4  # max prompt tokens, max new tokens
+L = P + G  # observation width
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny matrices: one thread is fastest and keeps the 2-core CI machine responsive
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def window(tokens: list[int], width: int = L) -> tuple[np.ndarray, np.ndarray]:
+    """A left-padded observation row (pad id 0), as the env builds it."""
+    ids = np.zeros(width, np.int64)
+    mask = np.zeros(width, np.int8)
+    ids[width - len(tokens) :] = tokens
+    mask[width - len(tokens) :] = 1
+    return ids, mask
+
+
+def batch(contexts: list[list[int]], width: int = L) -> dict[str, np.ndarray]:
+    rows = [window(c, width) for c in contexts]
+    return {
+        "input_ids": np.stack([r[0] for r in rows]),
+        "attention_mask": np.stack([r[1] for r in rows]),
+    }
+
+
+def make_policy(**kwargs) -> LMPolicy:
+    policy = LMPolicy.for_vocab(V, n_layer=2, n_embd=32, n_head=4, n_positions=32, seed=0, **kwargs)
+    with torch.no_grad():  # a non-trivial value head, so value comparisons mean something
+        policy.value_head.weight.normal_(generator=torch.Generator().manual_seed(1))
+        policy.value_head.bias.fill_(0.25)
+    return policy
+
+
+def teacher_forced_last(policy: LMPolicy, obs: dict, actions: np.ndarray, **kwargs):
+    ids = torch.as_tensor(obs["input_ids"])
+    mask = torch.as_tensor(obs["attention_mask"])
+    acts = torch.zeros_like(ids)
+    acts[:, -1] = torch.as_tensor(actions)
+    with torch.no_grad():
+        logits, _ = policy(ids, mask)
+        ev = policy.logprobs_of(ids, mask, acts, **kwargs)
+    return logits[:, -1], ev.logprobs[:, -1], ev.values[:, -1]
+
+
+def simulate(policy: LMPolicy, steps: int, n_slots: int = 3, seed: int = 0, check=None):
+    """Drive ``policy.act`` like a vector env with autoreset: slots restart at different steps.
+
+    At every step the act outputs are compared with a teacher-forced forward over the same
+    windows; at every episode end the whole episode is recomputed teacher-forced in one pass
+    and compared with the log-probs/values act returned step by step. Returns the lengths the
+    batch cache had after each step.
+    """
+    rng = np.random.default_rng(seed)
+
+    def fresh():
+        return [int(t) for t in rng.integers(1, V, rng.integers(1, P + 1))], int(
+            rng.integers(1, G + 1)
+        )
+
+    episodes = [fresh() for _ in range(n_slots)]
+    ctx = [list(p) for p, _ in episodes]
+    budget = [b for _, b in episodes]
+    record: list[list[tuple[float, float]]] = [[] for _ in range(n_slots)]
+    new = np.ones(n_slots, bool)
+    lengths = []
+    for _ in range(steps):
+        obs = batch(ctx)
+        out = policy.act(obs, new)
+        lengths.append(policy._states["policy"].length)
+        logits, logprobs, values = teacher_forced_last(policy, obs, out.actions)
+        torch.testing.assert_close(out.logits, logits, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(out.logprobs, logprobs.numpy(), atol=1e-4)
+        np.testing.assert_allclose(out.values, values.numpy(), atol=1e-4)
+        new = np.zeros(n_slots, bool)
+        for i in range(n_slots):
+            ctx[i].append(int(out.actions[i]))
+            record[i].append((float(out.logprobs[i]), float(out.values[i])))
+            if len(record[i]) == budget[i]:  # episode over: recompute it in one forward
+                k = len(record[i])
+                row = batch([ctx[i]])
+                ids = torch.as_tensor(row["input_ids"])
+                with torch.no_grad():
+                    ev = policy.logprobs_of(
+                        ids, torch.as_tensor(row["attention_mask"]), next_tokens(ids)
+                    )
+                cols = slice(L - 1 - k, L - 1)  # the k states the actions were chosen from
+                np.testing.assert_allclose(
+                    ev.logprobs[0, cols].numpy(), [r[0] for r in record[i]], atol=1e-4
+                )
+                np.testing.assert_allclose(
+                    ev.values[0, cols].numpy(), [r[1] for r in record[i]], atol=1e-4
+                )
+                (prompt, budget[i]), record[i] = fresh(), []
+                ctx[i] = prompt
+                new[i] = True
+    return lengths
+
+
+def test_for_vocab_sizes_and_zero_value_head():
+    policy = LMPolicy.for_vocab(V, n_layer=3, n_embd=48, n_head=6, n_positions=40, seed=0)
+    cfg = policy.model.config
+    assert (cfg.vocab_size, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions) == (
+        V,
+        3,
+        48,
+        6,
+        40,
+    )
+    assert policy.vocab_size == V and policy.max_positions == 40
+    assert policy.device == torch.device("cpu")
+    obs = batch([[1, 2, 3], [4]])
+    logits, values = policy(
+        torch.as_tensor(obs["input_ids"]), torch.as_tensor(obs["attention_mask"])
+    )
+    assert logits.shape == (2, L, V) and values.shape == (2, L)
+    assert torch.count_nonzero(values) == 0  # zero-initialised value head
+    assert policy.value_head.weight.shape == (1, 48)
+    # the same seed gives the same weights, without touching the global RNG
+    state = torch.random.get_rng_state()
+    again = LMPolicy.for_vocab(V, n_layer=3, n_embd=48, n_head=6, n_positions=40, seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.testing.assert_close(again.model.lm_head.weight, policy.model.lm_head.weight)
+    with pytest.raises(InvalidArgument, match="n_embd=50 must be divisible by n_head=4"):
+        LMPolicy.for_vocab(V, n_embd=50, n_head=4)
+
+
+def test_left_padding_does_not_change_scores():
+    policy = make_policy()
+    ids = torch.tensor([[3, 5, 7]])
+    logits, values = policy(ids, torch.ones_like(ids))
+    obs = batch([[3, 5, 7]])
+    padded_logits, padded_values = policy(
+        torch.as_tensor(obs["input_ids"]), torch.as_tensor(obs["attention_mask"])
+    )
+    torch.testing.assert_close(padded_logits[:, -3:], logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(padded_values[:, -3:], values, atol=1e-5, rtol=0)
+    assert positions_from_mask(torch.tensor([[0, 0, 1, 1, 1]])).tolist() == [[0, 0, 0, 1, 2]]
+
+
+def test_kv_cached_act_matches_teacher_forcing_with_staggered_restarts():
+    policy = make_policy()
+    policy.seed(0)
+    lengths = simulate(policy, steps=24)
+    assert max(lengths) <= 2 * L  # default slack = L: the cache stays bounded
+    assert any(b < a for a, b in zip(lengths, lengths[1:]))  # it was compacted at least once
+
+
+def test_kv_cached_act_matches_across_frequent_compactions_and_temperature():
+    policy = make_policy(cache_slack=2, temperature=0.7)
+    policy.seed(1)
+    lengths = simulate(policy, steps=16, n_slots=4, seed=1)
+    assert max(lengths) <= L + 2
+    assert lengths.count(L) >= 4  # compacted (re-prefilled to width L) repeatedly
+
+
+class ForwardCounter:
+    """Wraps ``model.forward`` and records the (batch, tokens) shape of every call."""
+
+    def __init__(self, model):
+        self.shapes: list[tuple[int, int]] = []
+        inner = model.forward
+
+        def counted(*args, **kwargs):
+            self.shapes.append(tuple(kwargs["input_ids"].shape))
+            return inner(*args, **kwargs)
+
+        model.forward = counted
+
+
+def test_one_incremental_forward_never_one_per_token():
+    policy = make_policy()
+    counter = ForwardCounter(policy.model)
+    ctx = [[1, 2], [3, 4, 5], [6], [7, 8, 9, 10]]
+    out = policy.act(batch(ctx), np.ones(4, bool))
+    assert counter.shapes == [(4, L)]  # one batched prefill
+    for step in range(3):
+        counter.shapes.clear()
+        for i in range(4):
+            ctx[i].append(int(out.actions[i]))
+        out = policy.act(batch(ctx), np.zeros(4, bool))
+        assert counter.shapes == [(4, 1)], step  # one forward over the newest tokens only
+    counter.shapes.clear()
+    ctx[1], ctx[3] = [2, 2], [5]  # slots 1 and 3 restart
+    for i in (0, 2):
+        ctx[i].append(int(out.actions[i]))
+    policy.act(batch(ctx), np.array([False, True, False, True]))
+    assert sorted(counter.shapes) == [(2, 1), (2, L)]  # one prefill (new) + one step (others)
+
+
+def test_weight_update_invalidates_cache():
+    policy = make_policy()
+    ctx = [[1, 2, 3], [4, 5]]
+    out = policy.act(batch(ctx), None)
+    with torch.no_grad():  # an optimizer step changes the weights in place
+        for p in policy.model.parameters():
+            p.add_(0.05)
+    for i in range(2):
+        ctx[i].append(int(out.actions[i]))
+    obs = batch(ctx)
+    out = policy.act(obs, np.zeros(2, bool))
+    logits, _, _ = teacher_forced_last(policy, obs, out.actions)
+    torch.testing.assert_close(out.logits, logits, atol=1e-4, rtol=0)
+
+
+def test_unflagged_new_episode_is_an_error():
+    policy = make_policy()
+    policy.act(batch([[1, 2, 3], [4, 5]]), None)
+    with pytest.raises(InvalidArgument, match=r"slot\(s\) \[1\] were not flagged new_episode"):
+        policy.act(batch([[1, 2, 3, 9], [7, 7, 7, 7, 7]]), np.zeros(2, bool))
+    with pytest.raises(InvalidArgument, match="new_episode has 3 flags for 2 slots"):
+        policy.act(batch([[1], [2]]), np.zeros(3, bool))
+
+
+def test_masked_tokens_never_sampled_and_logprobs_renormalised():
+    policy = make_policy()
+    policy.seed(0)
+    allowed = [2, 5, 9]
+    mask = np.zeros(V, np.int8)
+    mask[allowed] = 1
+    obs = batch([[3, 1, 4]] * 500)  # 500 samples of the same state in one call
+    out = policy.act(obs, None, action_mask=mask)
+    assert set(out.actions.tolist()) <= set(allowed)
+    assert len(set(out.actions.tolist())) == 3  # all valid tokens do get sampled
+    logits = out.logits[0]
+    expected = torch.log_softmax(logits[allowed], -1)  # the masked distribution over 3 tokens
+    lookup = dict(zip(allowed, expected.tolist()))
+    np.testing.assert_allclose(out.logprobs, [lookup[a] for a in out.actions], atol=1e-5)
+    # teacher-forced recomputation with the same mask agrees
+    _, logprobs, _ = teacher_forced_last(policy, obs, out.actions, action_mask=mask)
+    np.testing.assert_allclose(logprobs.numpy(), out.logprobs, atol=1e-4)
+    # per-slot (N, V) masks
+    rows = np.zeros((2, V), np.int8)
+    rows[0, 7] = 1
+    rows[1, [3, 4]] = 1
+    out = policy.act(batch([[1], [1]]), None, action_mask=rows)
+    assert out.actions[0] == 7 and out.logprobs[0] == pytest.approx(0.0, abs=1e-6)
+    assert out.actions[1] in (3, 4)
+    with pytest.raises(InvalidArgument, match="no valid token"):
+        policy.act(batch([[1]]), None, action_mask=np.zeros(V, np.int8))
+    with pytest.raises(InvalidArgument, match="width 5 but the policy's vocabulary has 12"):
+        policy.act(batch([[1]]), None, action_mask=np.ones(5, np.int8))
+
+
+def test_deterministic_is_masked_argmax():
+    policy = make_policy()
+    obs = batch([[1, 2], [3], [4, 5, 6]])
+    out = policy.act(obs, None, deterministic=True)
+    assert out.actions.tolist() == out.logits.argmax(-1).tolist()
+    mask = np.ones(V, np.int8)
+    mask[out.actions[0]] = 0
+    masked = policy.act(obs, None, action_mask=mask, deterministic=True)
+    assert masked.actions[0] != out.actions[0]
+    expected = out.logits[0].masked_fill(torch.as_tensor(mask) == 0, float("-inf")).argmax()
+    assert masked.actions[0] == int(expected)
+
+
+def test_temperature_scales_logprobs_top_k_only_shapes_sampling():
+    obs = batch([[1, 2, 3]] * 8)
+    hot = make_policy(temperature=2.0)
+    hot.seed(0)
+    out = hot.act(obs, None)
+    expected = torch.log_softmax(out.logits / 2.0, -1).gather(
+        -1, torch.as_tensor(out.actions)[:, None]
+    )
+    np.testing.assert_allclose(out.logprobs, expected.squeeze(-1).numpy(), atol=1e-5)
+    cold = torch.log_softmax(out.logits, -1).gather(-1, torch.as_tensor(out.actions)[:, None])
+    assert not np.allclose(out.logprobs, cold.squeeze(-1).numpy(), atol=1e-3)
+    _, tf, _ = teacher_forced_last(hot, obs, out.actions)
+    np.testing.assert_allclose(tf.numpy(), out.logprobs, atol=1e-4)
+    _, tf1, _ = teacher_forced_last(hot, obs, out.actions, temperature=1.0)
+    np.testing.assert_allclose(tf1.numpy(), cold.squeeze(-1).numpy(), atol=1e-4)
+    # top_k = 1 samples the argmax, but the log-prob stays that of the full distribution
+    greedy = make_policy(top_k=1, top_p=0.9)
+    out = greedy.act(obs, None)
+    assert out.actions.tolist() == out.logits.argmax(-1).tolist()
+    full = torch.log_softmax(out.logits, -1).max(-1).values
+    np.testing.assert_allclose(out.logprobs, full.numpy(), atol=1e-5)
+    assert out.logprobs.max() < -0.1  # not log(1) = 0
+    with pytest.raises(InvalidArgument, match="temperature must be > 0, got 0"):
+        make_policy(temperature=0)
+
+
+def test_seeded_sampling_is_reproducible():
+    obs = batch([[1, 2, 3]] * 64)
+    a, b = make_policy(), make_policy()
+    a.seed(3)
+    b.seed(3)
+    assert a.act(obs, None).actions.tolist() == b.act(obs, None).actions.tolist()
+
+
+def test_nlpo_mask_model_restricts_actions_in_act_and_teacher_forcing():
+    policy = make_policy(nlpo_top_p=0.5, nlpo_update_every=2)
+    policy.seed(0)
+    with torch.no_grad():  # the learner moved away from the frozen mask model
+        for p in policy.model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(2)))
+    obs = batch([[1, 2, 3]] * 300)
+    out = policy.act(obs, None)
+    first = torch.as_tensor(obs["attention_mask"][:1])
+    with torch.no_grad():
+        mask_logits = policy.mask_model(
+            torch.as_tensor(obs["input_ids"][:1]),
+            attention_mask=first,
+            position_ids=positions_from_mask(first),
+        ).logits[0, -1]
+    probs = torch.softmax(mask_logits, -1)
+    order = probs.argsort(descending=True)
+    cum = probs[order].cumsum(0)
+    nucleus = set(order[: int((cum < 0.5).sum()) + 1].tolist())  # smallest set with mass >= 0.5
+    assert set(out.actions.tolist()) <= nucleus
+    assert len(nucleus) < V
+    # log-probs are taken under the policy renormalised over the nucleus
+    allowed = sorted(nucleus)
+    expected = dict(zip(allowed, torch.log_softmax(out.logits[0, allowed], -1).tolist()))
+    np.testing.assert_allclose(out.logprobs, [expected[a] for a in out.actions], atol=1e-5)
+    # the teacher-forced recomputation rebuilds the mask from the mask model
+    _, tf, _ = teacher_forced_last(policy, obs, out.actions)
+    np.testing.assert_allclose(tf.numpy(), out.logprobs, atol=1e-4)
+    # refreshing: every nlpo_update_every-th after_update copies the policy weights
+    assert policy.after_update() is False
+    assert not torch.equal(policy.mask_model.lm_head.weight, policy.model.lm_head.weight)
+    assert policy.after_update() is True
+    assert torch.equal(policy.mask_model.lm_head.weight, policy.model.lm_head.weight)
+    assert not policy.mask_model.lm_head.weight.requires_grad
+    with pytest.raises(InvalidArgument, match="needs NLPO masking"):
+        make_policy().refresh_mask_model()
+
+
+def test_nlpo_kv_cached_steps_match_teacher_forcing():
+    policy = make_policy(nlpo_top_p=0.8, cache_slack=3)
+    with torch.no_grad():
+        for p in policy.model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(4)))
+    policy.seed(2)
+    simulate(policy, steps=10, n_slots=3, seed=2)
+
+
+def test_save_load_round_trip(tmp_path):
+    policy = make_policy(temperature=0.8, top_k=5)
+    policy.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "value_head.safetensors").is_file()
+    loaded = LMPolicy.from_pretrained(tmp_path / "ckpt")
+    assert (loaded.temperature, loaded.top_k, loaded.top_p) == (0.8, 5, None)
+    obs = batch([[1, 2, 3], [4]])
+    ids, mask = torch.as_tensor(obs["input_ids"]), torch.as_tensor(obs["attention_mask"])
+    with torch.no_grad():
+        logits, values = policy(ids, mask)
+        logits2, values2 = loaded(ids, mask)
+    assert torch.equal(logits, logits2) and torch.equal(values, values2)
+    assert torch.count_nonzero(values2) > 0
+    assert LMPolicy.from_pretrained(tmp_path / "ckpt", temperature=1.5).temperature == 1.5
+    with pytest.raises(ModelLoadError, match="is not an LMPolicy checkpoint"):
+        LMPolicy.from_pretrained(tmp_path / "nothing")
