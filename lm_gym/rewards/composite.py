@@ -1,0 +1,160 @@
+"""The composite reward ``R = Σ_k w_k · c_k`` over named components."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lm_gym.error import Error, InvalidArgument, RewardError, unknown
+
+__all__ = ["Composite", "RewardFn", "validate_scores"]
+
+RewardFn = Callable[..., Any]
+"""A batched reward: ``fn(prompts: list[str], completions: list[str], **meta) -> (B,) scores``."""
+
+
+def validate_scores(name: str, scores: Any, batch_size: int) -> np.ndarray:
+    """``scores`` as a finite float64 array of shape (B,), else :class:`RewardError`."""
+    try:
+        arr = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise RewardError(
+            f"Reward {name!r} returned {scores!r:.200}, which is not an array of "
+            f"{batch_size} floats."
+        ) from e
+    if arr.shape != (batch_size,):
+        raise RewardError(
+            f"Reward {name!r} returned shape {arr.shape}; expected ({batch_size},), "
+            "one score per completion."
+        )
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise RewardError(
+            f"Reward {name!r} returned a non-finite value {arr[i]} at index {i}; "
+            "expected finite scores."
+        )
+    return arr
+
+
+def _check_weight(name: str, value: Any) -> float:
+    try:
+        w = float(value)
+    except (TypeError, ValueError):
+        w = math.nan
+    if not math.isfinite(w) or w < 0:
+        raise InvalidArgument(
+            f"Weight of reward component {name!r} must be a finite number >= 0, got {value!r}."
+        )
+    return w
+
+
+class Composite:
+    """A weighted sum of named reward components: ``R = Σ_k w_k · c_k``.
+
+    Every component is called once per scoring call with the same arguments and must
+    return B finite scores (else :class:`~lm_gym.error.RewardError` naming it). The total
+    is accumulated in the components' order, so it equals the weighted sum of the scores
+    that :meth:`score` and :meth:`components` report, exactly.
+
+    Args:
+        components: name -> batched reward function, e.g.
+            ``{"fluency": Fluency(), "relevance": KeywordCoverage(), "diversity": Diversity()}``.
+        weights: name -> weight (finite, >= 0) for every component; None = all 1.0.
+
+    Example:
+        >>> from lm_gym.rewards import Composite, Diversity, KeywordCoverage
+        >>> r = Composite({"kw": KeywordCoverage(), "div": Diversity()}, {"kw": 0.5, "div": 0.5})
+        >>> float(r(["p"], ["a dog runs"], keywords=[["dog"]])[0])
+        1.0
+    """
+
+    def __init__(
+        self, components: Mapping[str, RewardFn], weights: Mapping[str, float] | None = None
+    ) -> None:
+        if not components:
+            raise InvalidArgument("Composite needs at least one component.")
+        for name, fn in components.items():
+            if not callable(fn):
+                raise InvalidArgument(
+                    f"Reward component {name!r} must be callable, got {type(fn).__name__}."
+                )
+        self._components = dict(components)
+        if weights is None:
+            self._weights = {name: 1.0 for name in self._components}
+        else:
+            for name in weights:
+                if name not in self._components:
+                    raise unknown("reward component", name, self._components)
+            missing = [name for name in self._components if name not in weights]
+            if missing:
+                raise InvalidArgument(
+                    f"No weight given for reward component(s) {missing}; weights must name "
+                    f"every component of {list(self._components)}."
+                )
+            self._weights = {name: _check_weight(name, weights[name]) for name in self._components}
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """A copy of the weights, in component order."""
+        return dict(self._weights)
+
+    @property
+    def names(self) -> list[str]:
+        """The component names, in order."""
+        return list(self._components)
+
+    def with_weights(self, new_weights: Mapping[str, float]) -> Composite:
+        """A new Composite with the same components and some weights replaced."""
+        for name in new_weights:
+            if name not in self._components:
+                raise unknown("reward component", name, self._components)
+        return Composite(self._components, {**self._weights, **dict(new_weights)})
+
+    def score(
+        self, prompts: Sequence[str], completions: Sequence[str], **meta: Any
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(total, components)``: the (B,) weighted sum and each component's (B,) scores."""
+        if isinstance(prompts, str) or isinstance(completions, str):
+            raise InvalidArgument("Composite is batched: pass lists of prompts and completions.")
+        if len(prompts) != len(completions):
+            raise InvalidArgument(
+                f"prompts and completions must have the same length, got {len(prompts)} "
+                f"and {len(completions)}."
+            )
+        batch = len(completions)
+        parts: dict[str, np.ndarray] = {}
+        total = np.zeros(batch, dtype=np.float64)
+        for name, fn in self._components.items():
+            try:
+                out = fn(prompts, completions, **meta)
+            except Error:
+                raise
+            except Exception as e:
+                raise RewardError(
+                    f"Reward component {name!r} raised {type(e).__name__}: {e}"
+                ) from e
+            parts[name] = validate_scores(name, out, batch)
+            total += self._weights[name] * parts[name]
+        return total, parts
+
+    def components(
+        self, prompts: Sequence[str], completions: Sequence[str], **meta: Any
+    ) -> dict[str, np.ndarray]:
+        """Each component's (B,) scores, keyed by name (the same keys every call)."""
+        return self.score(prompts, completions, **meta)[1]
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[str], **meta: Any
+    ) -> np.ndarray:
+        """The weighted sum, shape (B,) float64."""
+        return self.score(prompts, completions, **meta)[0]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(
+            f"{w:g}·{name}={self._components[name]!r}" for name, w in self._weights.items()
+        )
+        return f"Composite({inner})"
