@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
+import lm_gym
 from lm_gym.error import InvalidArgument, RewardError, UnknownName
 from lm_gym.rewards import (
     Composite,
@@ -158,13 +159,14 @@ def test_sequence_logprobs_restores_training_mode(tiny_lm):
 def test_fluency_loads_named_model_lazily(tiny_lm, monkeypatch):
     calls = []
 
-    def fake_loader(name):
+    def fake_loader(name, device=None):
         calls.append(name)
         return tiny_lm
 
     fake = types.ModuleType("lm_gym.models")
-    fake.load_model_and_tokenizer = fake_loader
+    fake.load_frozen = fake_loader
     monkeypatch.setitem(sys.modules, "lm_gym.models", fake)
+    monkeypatch.setattr(lm_gym, "models", fake, raising=False)
     fluency = Fluency("builtin")
     assert calls == []  # nothing loaded at construction
     fluency(["the dog"], [" sees the ball ."])

@@ -18,7 +18,7 @@ from lm_gym.rewards._text import check_batch
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Fluency", "sequence_logprobs", "DEFAULT_SCALE"]
+__all__ = ["Fluency", "sequence_logprobs", "load_reference", "DEFAULT_SCALE"]
 
 DEFAULT_SCALE = 4.0
 """Default ``scale`` of :class:`Fluency`: a perplexity of 16 scores 0.5, of 256 scores 0.25."""
@@ -162,6 +162,19 @@ def _chunk_logprobs(
     return sums.double().cpu().numpy(), counts
 
 
+def load_reference(name_or_path: str, device: str | None = None) -> tuple[Any, Any]:
+    """A frozen ``(model, tokenizer)`` by name: ``lm_gym.models.load_frozen`` (one shared,
+    read-only copy per process) where available, else ``load_model_and_tokenizer``."""
+    from lm_gym import models
+
+    load_frozen = getattr(models, "load_frozen", None)
+    if load_frozen is not None:
+        return load_frozen(name_or_path, device=device)
+    model, tokenizer = models.load_model_and_tokenizer(name_or_path, device=device)
+    model.eval()
+    return model, tokenizer
+
+
 class Fluency:
     """Fluency reward: ``exp(mean_logprob / scale)`` under a frozen reference LM.
 
@@ -173,7 +186,7 @@ class Fluency:
 
     Args:
         model: ``"builtin"`` (the default, no download), a Hugging Face name or local
-            path (loaded lazily on first call by ``lm_gym.models.load_model_and_tokenizer``),
+            path (loaded lazily on first call, see :func:`load_reference`),
             or a causal LM object (then ``tokenizer`` is required).
         tokenizer: the tokenizer of a model object.
         batch_size: samples per forward pass.
@@ -207,13 +220,7 @@ class Fluency:
 
     def _load(self) -> tuple[Any, Any]:
         if isinstance(self._model, str):
-            from lm_gym.models import load_model_and_tokenizer
-
-            model, tokenizer = load_model_and_tokenizer(self._model)
-            model.eval()
-            if self.device is not None:
-                model.to(self.device)
-            self._model, self._tokenizer = model, tokenizer
+            self._model, self._tokenizer = load_reference(self._model, self.device)
         return self._model, self._tokenizer
 
     @property

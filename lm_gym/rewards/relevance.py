@@ -148,6 +148,10 @@ TOPIC_LEXICON: dict[str, tuple[str, ...]] = {
         "business company market money price sell buy customer profit bank trade "
         "office manager work job economy shop"
     ).split(),
+    "ocean": (
+        "ocean sea wave boat ship sail shell fish whale dolphin shark crab beach sand "
+        "island reef tide harbor sailor swim dive shore coral"
+    ).split(),
     "health": (
         "health doctor hospital nurse medicine sick ill patient disease heal exercise "
         "body heart pain care healthy fitness"
