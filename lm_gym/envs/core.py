@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,29 +64,48 @@ class EpisodeScorer:
         self.component_names: tuple[str, ...] = (
             (CustomReward.component,) if self.custom else tuple(task.reward_components)
         )
+        self._names = set(self.component_names)
 
     def __call__(
         self, prompts: list[str], completions: list[str], metas: list[dict[str, Any]]
-    ) -> tuple[np.ndarray, list[dict[str, float]]]:
-        """Rewards (B,) and one ``{component: value}`` dict per episode."""
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Rewards (B,) and each component's values (B,)."""
         keys = metas[0].keys() if metas else ()
         meta = {k: [m[k] for m in metas] for k in keys}
         if self.custom is not None:
             reward, comps = self.custom(prompts, completions, meta)
         else:
             reward, comps = self.task.score(prompts, completions, meta)
-            who = f"task {self.task.name!r}"
-            reward = validate_scores(reward, len(completions), f"{who} score")
-            if set(comps) != set(self.component_names):
-                raise error.RewardError(
-                    f"{who} reported components {sorted(comps)}, but declares "
-                    f"reward_components={list(self.component_names)}"
-                )
-            comps = {k: validate_scores(v, len(completions), f"{who} component {k!r}") for k, v in comps.items()}
-        per_episode = [
-            {k: float(comps[k][i]) for k in self.component_names} for i in range(len(completions))
-        ]
-        return reward, per_episode
+            if not self._well_formed(reward, comps, len(completions)):
+                reward, comps = self._checked(reward, comps, len(completions))
+        return reward, comps
+
+    def _well_formed(self, reward: Any, comps: Any, n: int) -> bool:
+        """The fast check: float64 arrays of shape (n,), finite, the declared components."""
+        if not isinstance(comps, dict) or comps.keys() != self._names:
+            return False
+        for arr in (reward, *comps.values()):
+            if type(arr) is not np.ndarray or arr.dtype != np.float64 or arr.shape != (n,):
+                return False
+            if not (all(map(math.isfinite, arr.tolist())) if n <= 64 else np.isfinite(arr).all()):
+                return False
+        return True
+
+    def _checked(self, reward: Any, comps: Any, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The slow check, with an error that names what is wrong."""
+        who = f"task {self.task.name!r}"
+        reward = validate_scores(reward, n, f"{who} score")
+        if not isinstance(comps, dict) or comps.keys() != self._names:
+            raise error.RewardError(
+                f"{who} reported components {sorted(comps) if isinstance(comps, dict) else comps!r}, "
+                f"but declares reward_components={list(self.component_names)}"
+            )
+        comps = {k: validate_scores(v, n, f"{who} component {k!r}") for k, v in comps.items()}
+        return reward, comps
+
+    def per_episode(self, comps: Mapping[str, np.ndarray], i: int) -> dict[str, float]:
+        """Episode ``i``'s components as a dict of Python floats."""
+        return {k: float(comps[k][i]) for k in self.component_names}
 
 
 def observation_space(vocab_size: int, length: int) -> spaces.Dict:
@@ -119,11 +139,3 @@ def action_mask_of(task: Task, vocab_size: int) -> np.ndarray | None:
     return mask
 
 
-def left_pad(ids: list[int], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Left-pad ``ids`` to ``length``: (input_ids int64 (L,), attention_mask int8 (L,))."""
-    out = np.full(length, pad_id, dtype=np.int64)
-    mask = np.zeros(length, dtype=np.int8)
-    if ids:
-        out[length - len(ids) :] = ids
-        mask[length - len(ids) :] = 1
-    return out, mask

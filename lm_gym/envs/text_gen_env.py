@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from lm_gym import error
-from lm_gym.envs.core import EpisodeScorer, action_mask_of, left_pad, observation_space, resolve_task
+from lm_gym.envs.core import EpisodeScorer, action_mask_of, observation_space, resolve_task
 from lm_gym.tasks.base import RewardFn, Task
 
 Obs = dict[str, np.ndarray]
@@ -106,8 +106,10 @@ class TextGenEnv(gym.Env[Obs, np.int64]):
         self.observation_space = observation_space(self.vocab_size, self.seq_len)
         self._action_mask = action_mask_of(self.task, self.vocab_size)
 
-        self._ids = np.full(self.seq_len, self.pad_token_id, dtype=np.int64)
-        self._mask = np.zeros(self.seq_len, dtype=np.int8)
+        # The episode's tokens: the prompt ends at column L-1, step n writes column L-1+n and
+        # the observation is the window [n, n+L) — a copy, never a shift.
+        self._ids = np.full(self.seq_len + self.max_new_tokens, self.pad_token_id, dtype=np.int64)
+        self._mask = np.zeros(self.seq_len + self.max_new_tokens, dtype=np.int8)
         self._completion: list[int] = []
         self._prompt = ""
         self._meta: dict[str, Any] = {}
@@ -121,7 +123,13 @@ class TextGenEnv(gym.Env[Obs, np.int64]):
         super().reset(seed=seed)
         prompt = self.task.sample(self.np_random)
         self._prompt, self._meta = prompt.text, prompt.meta
-        self._ids, self._mask = left_pad(self.task.encode_prompt(prompt.text), self.seq_len, self.pad_token_id)
+        ids = self.task.encode_prompt(prompt.text)
+        start = self.seq_len - len(ids)
+        self._ids[:start] = self.pad_token_id
+        self._mask[:start] = 0
+        self._ids[start : self.seq_len] = ids
+        self._mask[start : self.seq_len] = 1
+        self._mask[self.seq_len :] = 0
         self._completion = []
         self._done = False
         if self.render_mode == "human":
@@ -133,10 +141,9 @@ class TextGenEnv(gym.Env[Obs, np.int64]):
             raise error.ResetNeeded("step() called after the episode ended; call reset() first")
         a = check_action(action, self.vocab_size)
         self._completion.append(a)
-        self._ids[:-1] = self._ids[1:]
-        self._mask[:-1] = self._mask[1:]
-        self._ids[-1] = a
-        self._mask[-1] = 1
+        col = self.seq_len - 1 + len(self._completion)
+        self._ids[col] = a
+        self._mask[col] = 1
         terminated = a == self.eos_token_id
         truncated = not terminated and len(self._completion) >= self.max_new_tokens
         info: dict[str, Any] = {}
@@ -151,7 +158,7 @@ class TextGenEnv(gym.Env[Obs, np.int64]):
             text = self.completion_text()
             rewards, comps = self.scorer([self._prompt], [text], [self._meta])
             reward += float(rewards[0])
-            info.update(text=text, prompt=self._prompt, reward_components=comps[0])
+            info.update(text=text, prompt=self._prompt, reward_components=self.scorer.per_episode(comps, 0))
         if self.render_mode == "human":
             self.render()
         return self._obs(), reward, terminated, truncated, info
@@ -181,7 +188,8 @@ class TextGenEnv(gym.Env[Obs, np.int64]):
         return self._prompt
 
     def _obs(self) -> Obs:
-        return {"input_ids": self._ids.copy(), "attention_mask": self._mask.copy()}
+        n = len(self._completion)
+        return {"input_ids": self._ids[n : n + self.seq_len].copy(), "attention_mask": self._mask[n : n + self.seq_len].copy()}
 
     def _reset_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"prompt": self._prompt}

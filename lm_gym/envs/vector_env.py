@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from lm_gym import error
-from lm_gym.envs.core import EpisodeScorer, action_mask_of, left_pad, observation_space, resolve_task
+from lm_gym.envs.core import EpisodeScorer, action_mask_of, observation_space, resolve_task
 from lm_gym.tasks.base import RewardFn, Task
 
 Obs = dict[str, np.ndarray]
@@ -101,10 +101,9 @@ class TextGenVectorEnv(VectorEnv):
         self._ids = np.full((n, self._width), self.pad_token_id, dtype=np.int64)  # (N, W)
         self._attn = np.zeros((n, self._width), dtype=np.int8)  # (N, W)
         self._t = 0  # the window is columns [t, t + L)
-        self._completion = np.zeros((n, self.max_new_tokens), dtype=np.int64)  # (N, T)
         self._lengths = np.zeros(n, dtype=np.int64)  # (N,)
-        self._rows = np.arange(n)
         self._needs_reset = np.zeros(n, dtype=bool)  # ended on the previous step
+        self._any_needs_reset = False
         self._prompts: list[str] = [""] * n
         self._metas: list[dict[str, Any]] = [{} for _ in range(n)]
         self._rngs: list[np.random.Generator | None] = [None] * n
@@ -140,6 +139,7 @@ class TextGenVectorEnv(VectorEnv):
             if seeds[i] is not None or self._rngs[i] is None:
                 self._rngs[i], _ = seeding.np_random(seeds[i])
         self._needs_reset[reset_mask] = False
+        self._any_needs_reset = bool(self._needs_reset.any())
         self._started = True
         infos: dict[str, Any] = {}
         self._reset_slots(np.flatnonzero(reset_mask), infos, with_mask=True)
@@ -149,55 +149,53 @@ class TextGenVectorEnv(VectorEnv):
         if not self._started:
             raise error.ResetNeeded("step() called before reset(); call reset() first")
         actions = self._check_actions(actions)
-        n, L = self.num_envs, self.seq_len
+        L = self.seq_len
         was_ended = self._needs_reset
-        any_reset = was_ended.any()
+        any_reset = self._any_needs_reset
         if any_reset and self.autoreset_mode == AutoresetMode.DISABLED:
             raise error.ResetNeeded(
                 f"step() called on sub-envs {np.flatnonzero(was_ended).tolist()} whose episodes "
                 "ended; with autoreset DISABLED call reset(options={'reset_mask': mask}) first"
             )
 
-        # Append the action to every slot's window (the ring moves one column).
+        # Append the action to every slot's window: the ring moves one column. The window
+        # always holds the whole episode, so the completion is its last `lengths` tokens.
         if self._t + L >= self._width:
             self._ids[:, : L - 1] = self._ids[:, self._t + 1 : self._t + L]
             self._attn[:, : L - 1] = self._attn[:, self._t + 1 : self._t + L]
             self._t = -1
         self._t += 1
-        col = self._t + L - 1
-        self._ids[:, col] = actions
-        self._attn[:, col] = 1
-        self._completion[self._rows, np.minimum(self._lengths, self.max_new_tokens - 1)] = actions
+        self._ids[:, self._t + L - 1] = actions
+        self._attn[:, self._t + L - 1] = 1
         self._lengths += 1
 
         terminated = actions == self.eos_token_id
-        truncated = ~terminated & (self._lengths >= self.max_new_tokens)
-        rewards = np.zeros(n, dtype=np.float64)
+        truncated = self._lengths >= self.max_new_tokens
+        truncated &= ~terminated
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
         if any_reset:  # NEXT_STEP: these slots ignore their action and start anew
             terminated[was_ended] = False
             truncated[was_ended] = False
         if self.task.dense:
             rewards += self._dense_rewards(~was_ended if any_reset else None)
         ended = terminated | truncated
+        any_ended = bool(ended.any())
         infos: dict[str, Any] = dict(self._mask_info)
 
-        if ended.any():
+        if any_ended:
             self._finish(np.flatnonzero(ended), rewards, infos)
         if any_reset:
             self._reset_slots(np.flatnonzero(was_ended), infos, with_mask=False)
-        if self.autoreset_mode == AutoresetMode.SAME_STEP and ended.any():
+        if any_ended and self.autoreset_mode == AutoresetMode.SAME_STEP:
             self._reset_slots(np.flatnonzero(ended), infos, with_mask=False)
-            self._needs_reset = np.zeros(n, dtype=bool)
-        else:
-            self._needs_reset = ended
+            any_ended = False
+        self._needs_reset, self._any_needs_reset = ended, any_ended
         return self._obs(), rewards, terminated, truncated, infos
 
     def render(self) -> tuple[str, ...] | None:
         if self.render_mode == "ansi":
-            return tuple(
-                p + self.task.tokenizer.decode(self._completion[i, : self._lengths[i]].tolist())
-                for i, p in enumerate(self._prompts)
-            )
+            texts = self._completions(np.arange(self.num_envs))
+            return tuple(p + self.task.tokenizer.decode(c) for p, c in zip(self._prompts, texts))
         return None
 
     def close_extras(self, **kwargs: Any) -> None:
@@ -226,7 +224,8 @@ class TextGenVectorEnv(VectorEnv):
                 f"[0, {self.vocab_size - 1}], got {type(actions).__name__} of shape {a.shape} "
                 f"and dtype {a.dtype}"
             )
-        if a.min() < 0 or a.max() >= self.vocab_size:
+        # one reduction: as unsigned, a negative id is huge
+        if (a.view(np.uint64) if a.dtype == np.int64 else a.astype(np.uint64)).max() >= self.vocab_size:
             bad = a[(a < 0) | (a >= self.vocab_size)][0]
             raise error.InvalidAction(
                 f"Action {int(bad)} is outside the action space Discrete({self.vocab_size}): "
@@ -248,40 +247,83 @@ class TextGenVectorEnv(VectorEnv):
         """Start new episodes in ``slots``; ``with_mask`` adds their action masks to ``infos``
         (``step`` has already put every sub-env's mask there)."""
         w = self._window()
+        prompts = []
         for i in slots:
             prompt = self.task.sample(self._rngs[i])
             self._prompts[i], self._metas[i] = prompt.text, prompt.meta
-            ids, attn = left_pad(self.task.encode_prompt(prompt.text), self.seq_len, self.pad_token_id)
-            self._ids[i, w], self._attn[i, w] = ids, attn
-            self._lengths[i] = 0
-            info: dict[str, Any] = {"prompt": prompt.text}
-            if with_mask and self._action_mask is not None:
-                info["action_mask"] = self._action_mask
-            self._add_info(infos, info, int(i))
+            ids = self.task.encode_prompt(prompt.text)
+            start = w.stop - len(ids)
+            self._ids[i, w.start : start] = self.pad_token_id
+            self._attn[i, w.start : start] = 0
+            self._ids[i, start : w.stop] = ids
+            self._attn[i, start : w.stop] = 1
+            prompts.append(prompt.text)
+        self._lengths[slots] = 0
+        self._put(infos, "prompt", slots, prompts)
+        if with_mask and self._action_mask is not None:
+            self._put(infos, "action_mask", slots, self._action_mask)
 
     def _finish(self, slots: np.ndarray, rewards: np.ndarray, infos: dict[str, Any]) -> None:
-        """Decode and score every episode that ended on this step, in one batched call."""
+        """Decode and score every episode that ended on this step, in one batched call, and
+        lay out their infos as Gymnasium's vector envs do (an array and a ``_key`` mask per key)."""
         decode = self.task.tokenizer.decode
-        texts = [decode(self._completion[i, : self._lengths[i]].tolist()) for i in slots]
+        texts = [decode(ids) for ids in self._completions(slots)]
         prompts = [self._prompts[i] for i in slots]
         scores, comps = self.scorer(prompts, texts, [self._metas[i] for i in slots])
         rewards[slots] += scores
-        same_step = self.autoreset_mode == AutoresetMode.SAME_STEP
-        w = self._window()
-        for k, i in enumerate(slots):
-            info: dict[str, Any] = {"text": texts[k], "prompt": prompts[k], "reward_components": comps[k]}
-            if same_step:
-                if self._action_mask is not None:
-                    info["action_mask"] = self._action_mask
-                final_obs = {"input_ids": self._ids[i, w].copy(), "attention_mask": self._attn[i, w].copy()}
-                self._add_info(infos, {"final_obs": final_obs, "final_info": info}, int(i))
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            w = self._window()
+            final_obs = infos.setdefault("final_obs", np.full(self.num_envs, None, dtype=object))
+            for i in slots:
+                final_obs[i] = {"input_ids": self._ids[i, w].copy(), "attention_mask": self._attn[i, w].copy()}
+            self._mark(infos, "final_obs", slots)
+            target = infos.setdefault("final_info", {})
+            self._mark(infos, "final_info", slots)
+            if self._action_mask is not None:
+                self._put(target, "action_mask", slots, self._action_mask)
+        else:
+            target = infos
+        self._put(target, "text", slots, texts)
+        self._put(target, "prompt", slots, prompts)
+        components = target.setdefault("reward_components", {})
+        self._mark(target, "reward_components", slots)
+        for key in self.scorer.component_names:
+            self._put(components, key, slots, comps[key], dtype=np.float64)
+
+    def _put(
+        self, infos: dict[str, Any], key: str, slots: np.ndarray, values: Any, dtype: Any = None
+    ) -> None:
+        """``infos[key][slots] = values`` and ``infos["_" + key][slots] = True``."""
+        arr = infos.get(key)
+        if arr is None:
+            if dtype is not None:
+                arr = np.zeros(self.num_envs, dtype=dtype)
+            elif isinstance(values, np.ndarray):  # one array per sub-env, e.g. the action mask
+                arr = np.zeros((self.num_envs, *values.shape), dtype=values.dtype)
             else:
-                self._add_info(infos, info, int(i))
+                arr = np.full(self.num_envs, None, dtype=object)
+            infos[key] = arr
+        arr[slots] = values
+        self._mark(infos, key, slots)
+
+    def _mark(self, infos: dict[str, Any], key: str, slots: np.ndarray) -> None:
+        mask = infos.get("_" + key)
+        if mask is None:
+            mask = infos["_" + key] = np.zeros(self.num_envs, dtype=bool)
+        mask[slots] = True
+
+    def _completions(self, slots: np.ndarray) -> list[list[int]]:
+        """The token ids each slot has emitted in its current episode (the window's tail)."""
+        end = self._t + self.seq_len
+        return [self._ids[i, end - self._lengths[i] : end].tolist() for i in slots]
 
     def _dense_rewards(self, active: np.ndarray | None) -> np.ndarray:
         meta_keys = self._metas[0].keys()
         meta = {k: [m[k] for m in self._metas] for k in meta_keys}
-        r = np.asarray(self.task.dense_reward(self._completion, self._lengths, meta), dtype=np.float64)
+        completion = np.zeros((self.num_envs, self.max_new_tokens), dtype=np.int64)  # (N, T)
+        for i, ids in enumerate(self._completions(np.arange(self.num_envs))):
+            completion[i, : len(ids)] = ids
+        r = np.asarray(self.task.dense_reward(completion, self._lengths, meta), dtype=np.float64)
         if active is not None:
             r = np.where(active, r, 0.0)
         return r

@@ -241,6 +241,10 @@ class CustomReward:
 
 def validate_scores(out: Any, n: int, who: str) -> np.ndarray:
     """Check a reward batch: ``n`` finite numbers. Returns it as float64 of shape (n,)."""
+    if type(out) is np.ndarray and out.dtype == np.float64 and out.shape == (n,):
+        # the fast path (a numpy reduction costs more than a Python loop on a few values)
+        if all(map(math.isfinite, out.tolist())) if n <= 64 else np.isfinite(out).all():
+            return out
     try:
         arr = np.asarray(out, dtype=np.float64)
     except (TypeError, ValueError) as e:

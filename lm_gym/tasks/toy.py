@@ -36,25 +36,20 @@ class _StringAnswerTask(Task):
     def components(
         self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
     ) -> dict[str, np.ndarray]:
-        targets = meta["target"]
-        acc, length, exact = (np.zeros(len(completions)) for _ in range(3))
-        for i, (c, t) in enumerate(zip(completions, targets)):
-            acc[i] = positional_match(c, t) / len(t)
-            length[i] = min(len(c), len(t)) / max(len(c), len(t))
-            exact[i] = float(c == t)
-        return {"accuracy": acc, "length": length, "exact": exact}
+        return self.score(prompts, completions, meta)[1]
 
     def score(
         self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        comps = self.components(prompts, completions, meta)
-        reward = np.array(
-            [
-                positional_match(c, t) / max(len(c), len(t))
-                for c, t in zip(completions, meta["target"])
-            ]
-        )
-        return reward, comps
+        reward, acc, length, exact = [], [], [], []
+        for c, t in zip(completions, meta["target"]):
+            matches, longest = positional_match(c, t), max(len(c), len(t))
+            reward.append(matches / longest)
+            acc.append(matches / len(t))
+            length.append(min(len(c), len(t)) / longest)
+            exact.append(float(c == t))
+        comps = {"accuracy": np.array(acc), "length": np.array(length), "exact": np.array(exact)}
+        return np.array(reward), comps
 
 
 class CopyTask(_StringAnswerTask):
@@ -91,8 +86,10 @@ class CopyTask(_StringAnswerTask):
         return [self.tokenizer.eos_token_id, *self._tokenizer.ids_of(list(self.alphabet))]
 
     def sample(self, np_random: np.random.Generator) -> Prompt:
-        n = int(np_random.integers(self.min_length, self.max_length + 1))
-        s = "".join(self.alphabet[i] for i in np_random.integers(0, len(self.alphabet), size=n))
+        # One draw for the length and the symbols (a scalar draw costs as much as a vector).
+        u = np_random.random(self.max_length + 1)
+        n = self.min_length + int(u[0] * (self.max_length - self.min_length + 1))
+        s = "".join([self.alphabet[i] for i in (u[1 : n + 1] * len(self.alphabet)).astype(np.int64)])
         return Prompt(f"{s}=", {"target": self.target(s)})
 
     def target(self, s: str) -> str:
