@@ -27,6 +27,7 @@ import copy
 import inspect
 import json
 import logging
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,12 @@ class LMPolicy(nn.Module):
         """
         from transformers import GPT2Config, GPT2LMHeadModel
 
+        try:  # np.int64 (gymnasium's Discrete.n) is fine; HF configs want plain ints
+            vocab_size, n_layer, n_embd, n_head, n_positions = (
+                operator.index(x) for x in (vocab_size, n_layer, n_embd, n_head, n_positions)
+            )
+        except TypeError as e:
+            raise InvalidArgument(f"for_vocab sizes must be integers: {e}") from e
         if vocab_size < 2:
             raise InvalidArgument(f"vocab_size must be >= 2, got {vocab_size!r}.")
         if n_embd % n_head:
@@ -526,24 +533,28 @@ class LMPolicy(nn.Module):
             state.next_pos = state.next_pos + 1
             return logits[:, -1], hidden[:, -1]
 
-        prefill_mask = attention_mask[new_idx]  # (n_new, L)
+        # Prefill the new slots over their windows, minus the columns that are padding in
+        # every new row (as model.generate, which sees the prompts without the budget's pad).
+        counts = attention_mask[new_idx].sum(-1)  # (n_new,)
+        w = max(int(counts.max()), 1)
+        prefill_mask = attention_mask[new_idx, width - w :]  # (n_new, w)
         new_logits, new_hidden, new_cache = self._run(
             model,
-            input_ids[new_idx],
+            input_ids[new_idx, width - w :],
             prefill_mask,
             positions_from_mask(prefill_mask),
             use_cache=True,
             last_only=True,
         )
         new_kv = _cache_kv(new_cache)
-        if len(new_idx) == n:  # fresh batch cache of length L
+        if len(new_idx) == n:  # a fresh batch cache of length w
             state.cache, state.kv, state.mask = new_cache, new_kv, prefill_mask
-            state.next_pos = prefill_mask.sum(-1)
+            state.next_pos = counts
             state.weights_version = version
             return new_logits[:, -1], new_hidden[:, -1]
 
-        # Mixed: advance the old slots on their own rows of the cache, write the new slots'
-        # L prefilled columns into the last L columns of a cache one column longer.
+        # Mixed: advance the old slots on their own rows of the cache, then write the new
+        # slots' w prefilled columns into the last w columns of the grown batch cache.
         old_mask = torch.cat(
             [state.mask[old_idx], attention_mask.new_ones(len(old_idx), 1)], dim=1
         )  # (n_old, T+1)
@@ -557,20 +568,21 @@ class LMPolicy(nn.Module):
             use_cache=True,
             last_only=True,
         )
-        length = state.length + 1
+        length = max(state.length + 1, w)  # left-pad the old rows if the new window is wider
         kv = []
         for (k_old, v_old), (k_new, v_new) in zip(_cache_kv(old_cache), new_kv):
-            k = k_old.new_zeros((n, *k_old.shape[1:]))  # (N, H, T+1, D)
-            v = v_old.new_zeros((n, *v_old.shape[1:]))
-            k[old_idx], v[old_idx] = k_old, v_old
-            k[new_idx, :, length - width :], v[new_idx, :, length - width :] = k_new, v_new
+            k = k_old.new_zeros((n, k_old.shape[1], length, k_old.shape[3]))  # (N, H, T', D)
+            v = v_old.new_zeros((n, v_old.shape[1], length, v_old.shape[3]))
+            k[old_idx, :, length - k_old.shape[2] :] = k_old
+            v[old_idx, :, length - v_old.shape[2] :] = v_old
+            k[new_idx, :, length - w :], v[new_idx, :, length - w :] = k_new, v_new
             kv.append((k, v))
         mask = attention_mask.new_zeros(n, length)
-        mask[old_idx] = old_mask
-        mask[new_idx, length - width :] = prefill_mask
+        mask[old_idx, length - old_mask.shape[1] :] = old_mask
+        mask[new_idx, length - w :] = prefill_mask
         next_pos = state.next_pos.clone()
         next_pos[old_idx] += 1
-        next_pos[new_idx] = prefill_mask.sum(-1)
+        next_pos[new_idx] = counts
         state.kv, state.cache, state.mask, state.next_pos = kv, _make_cache(kv), mask, next_pos
         logits = new_logits.new_empty((n, new_logits.shape[-1]))
         hidden = new_hidden.new_empty((n, new_hidden.shape[-1]))
