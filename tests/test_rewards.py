@@ -415,6 +415,8 @@ def test_get_reward_registry():
     assert isinstance(get_reward("keywords"), KeywordCoverage)
     with pytest.raises(UnknownName, match="Did you mean 'diversity'"):
         get_reward("diversty")
+    with pytest.raises(InvalidArgument, match="'sentiment'.*'polarity'"):
+        get_reward("sentiment", polarity="negative")
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,11 @@ sentence-transformers; each reward loads what it needs on first use.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-from lm_gym.error import unknown
+from lm_gym.error import InvalidArgument, unknown
 from lm_gym.rewards.composite import Composite, RewardFn, validate_scores
 from lm_gym.rewards.diversity import Diversity, distinct_n, ngrams, repetition_rate
 from lm_gym.rewards.fluency import Fluency, sequence_logprobs
@@ -54,9 +55,14 @@ def get_reward(name: str, **kwargs: Any) -> RewardFn:
 
     Raises:
         UnknownName: ``name`` is not in :data:`REWARDS` (with a did-you-mean).
+        InvalidArgument: a keyword argument that reward does not take.
     """
     try:
         cls = REWARDS[name]
     except (KeyError, TypeError):
         raise unknown("reward", name, REWARDS) from None
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as e:
+        raise InvalidArgument(f"Bad arguments for reward {name!r}: {e}.") from None
     return cls(**kwargs)

@@ -20,8 +20,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Fluency", "sequence_logprobs", "load_reference", "DEFAULT_SCALE"]
 
-DEFAULT_SCALE = 4.0
-"""Default ``scale`` of :class:`Fluency`: a perplexity of 16 scores 0.5, of 256 scores 0.25."""
+DEFAULT_SCALE = 2.0
+"""Default ``scale`` of :class:`Fluency`: perplexity 4 scores 0.5, 16 scores 0.25, 64 scores 0.125.
+
+Chosen for the built-in model, whose perplexity on its own corpus is about 4 (loss ~1.4
+nats/token), so fluent in-distribution text lands mid-range and shuffled words (loss
+5-7 nats) near 0.05. For larger Hugging Face models on open text (perplexity 20-50)
+a scale of 4-6 puts typical text mid-range."""
 
 
 def _model_device(model: Any) -> torch.device:
@@ -180,8 +185,9 @@ class Fluency:
 
     ``mean_logprob`` is the completion's mean natural-log token probability given the
     prompt (see :func:`sequence_logprobs`), so the score equals ``perplexity ** (-1 /
-    scale)``: 1.0 when every token is certain, 0.5 at perplexity ``2 ** scale`` (16 with
-    the default ``scale=4``), 0.25 at perplexity 256. An empty completion scores 0.0.
+    scale)``: 1.0 when every token is certain, 0.5 at perplexity ``2 ** scale`` (4 with
+    the default ``scale=2``, about the built-in model's in-distribution perplexity),
+    0.25 at ``4 ** scale``. An empty completion scores 0.0.
     One forward pass per call (per ``batch_size`` chunk), without gradients.
 
     Args:
