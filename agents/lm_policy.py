@@ -83,6 +83,14 @@ def next_tokens(input_ids: torch.Tensor, fill: int = 0) -> torch.Tensor:
     return out
 
 
+def _tensor(x: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` (array-like or tensor) on ``device`` as ``dtype``; numpy input is copied (envs
+    may hand out read-only arrays)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=dtype)
+    return torch.tensor(np.asarray(x), device=device).to(dtype)
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids of a left-padded batch: ``cumsum(mask) - 1``, clamped at 0 on the padding."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -138,6 +146,17 @@ class LMPolicy(nn.Module):
             width ``L`` before it is compacted by re-prefilling every slot (default ``L``).
         disable_dropout: set every dropout probability to 0, so that rollout and update
             log-probabilities agree (as TRL does for PPO).
+
+    A rollout with a vector env (``SAME_STEP`` autoreset; with ``NEXT_STEP`` a slot's
+    reset observation arrives one step after the step that ended it, flag that one)::
+
+        obs, info = envs.reset(seed=0)
+        new = np.ones(envs.num_envs, bool)
+        for _ in range(n_steps):
+            out = policy.act(obs, new, action_mask=info.get("action_mask"))
+            obs, rewards, terminated, truncated, info = envs.step(out.actions)
+            new = terminated | truncated
+        # update with policy.logprobs_of(...); then policy.after_update()
     """
 
     def __init__(
@@ -427,10 +446,7 @@ class LMPolicy(nn.Module):
         """The action mask as bool, broadcastable to ``lead_shape + (V,)``; None when absent."""
         if action_mask is None:
             return None
-        m = torch.as_tensor(
-            np.asarray(action_mask) if not isinstance(action_mask, torch.Tensor) else action_mask
-        )
-        m = m.to(self.device).bool()
+        m = _tensor(action_mask, self.device, torch.bool)
         if m.shape[-1] != self.vocab_size:
             raise InvalidArgument(
                 f"action_mask has width {m.shape[-1]} but the policy's vocabulary has {self.vocab_size} tokens."
@@ -488,8 +504,14 @@ class LMPolicy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Bring ``state`` up to the observations; (logits (N, V), hidden (N, H)) at the newest token.
 
-        Costs at most one prefill forward over the (n_new, L) windows of the new slots and
-        one incremental forward over the (n_old, 1) newest tokens of the others.
+        The state is one batch cache of ``T`` columns for all ``N`` slots, with a 2-D mask
+        (N, T) marking which columns are context of each slot and the next position id of
+        each slot. A step costs at most one prefill forward over the windows of the new
+        slots, trimmed of columns that are padding in all of them ((n_new, w), w <= L), and
+        one incremental forward over the newest tokens of the others ((n_old, 1)). The new
+        slots' ``w`` keys/values go into the last ``w`` columns of their rows. When ``T``
+        would pass ``L + cache_slack``, every slot is re-prefilled from its window
+        (compaction), so memory stays bounded; so too after a weight or device change.
         """
         n, width = input_ids.shape
         slack = width if self.cache_slack is None else self.cache_slack
@@ -497,9 +519,14 @@ class LMPolicy(nn.Module):
         stale = (
             state.mask is None
             or state.mask.shape[0] != n
+            or state.mask.device != input_ids.device
             or state.weights_version != version
-            or state.length + 1 > width + slack  # compaction: re-prefill every slot
         )
+        if not stale and state.length + 1 > width + slack and not bool(new.all()):
+            logger.debug(
+                "compacting the KV cache: %d columns, re-prefilling %d slots", state.length, n
+            )
+            stale = True
         if stale or bool(new.all()):
             new = torch.ones(n, dtype=torch.bool, device=input_ids.device)
         old = ~new
@@ -516,8 +543,6 @@ class LMPolicy(nn.Module):
                 )
 
         new_idx, old_idx = torch.nonzero(new).squeeze(1), torch.nonzero(old).squeeze(1)
-        logits = torch.empty(0)
-        hidden = torch.empty(0)
         if len(old_idx) == n:  # every slot advances by its newest token: reuse the cache as is
             mask = torch.cat([state.mask, attention_mask.new_ones(n, 1)], dim=1)  # (N, T+1)
             logits, hidden, cache = self._run(
@@ -612,8 +637,8 @@ class LMPolicy(nn.Module):
             deterministic: take the most likely valid token instead of sampling.
         """
         device = self.device
-        input_ids = torch.as_tensor(np.asarray(obs["input_ids"]), device=device).long()
-        attention_mask = torch.as_tensor(np.asarray(obs["attention_mask"]), device=device).long()
+        input_ids = _tensor(obs["input_ids"], device, torch.long)
+        attention_mask = _tensor(obs["attention_mask"], device, torch.long)
         if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
             raise InvalidArgument(
                 "obs must hold 'input_ids' and 'attention_mask' of the same shape (N, L), got "
@@ -627,7 +652,7 @@ class LMPolicy(nn.Module):
         if new_episode is None:
             new = torch.ones(n, dtype=torch.bool, device=device)
         else:
-            new = torch.as_tensor(np.asarray(new_episode), device=device).bool().reshape(-1)
+            new = _tensor(new_episode, device, torch.bool).reshape(-1)
             if new.shape[0] != n:
                 raise InvalidArgument(f"new_episode has {new.shape[0]} flags for {n} slots.")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -382,3 +384,16 @@ def test_save_load_round_trip(tmp_path):
     assert LMPolicy.from_pretrained(tmp_path / "ckpt", temperature=1.5).temperature == 1.5
     with pytest.raises(ModelLoadError, match="is not an LMPolicy checkpoint"):
         LMPolicy.from_pretrained(tmp_path / "nothing")
+
+
+def test_read_only_env_arrays_are_accepted_without_warnings():
+    obs = batch([[1, 2], [3]])
+    mask = np.ones((2, V), np.int8)
+    for a in (*obs.values(), mask):
+        a.flags.writeable = False
+    policy = make_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = policy.act(obs, np.ones(2, bool), action_mask=mask)
+    assert out.actions.shape == (2,) and out.actions.dtype == np.int64
+    assert out.logprobs.shape == (2,) and out.values.shape == (2,)
