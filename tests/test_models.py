@@ -133,6 +133,9 @@ def test_builtin_loads_and_runs():
         logits = model(**batch, position_ids=position_ids_from_mask(batch["attention_mask"])).logits
     assert logits.shape == (2, batch["input_ids"].shape[1], model.config.vocab_size)  # (B, T, V)
     assert len(tok) <= model.config.vocab_size
+    text = corpus("test", 1)[0].text
+    ids = tok(text)["input_ids"]
+    assert tok.eos_token_id not in ids and tok.decode(ids) == text  # no specials, lossless
     metrics = json.loads((builtin_path() / "metrics.json").read_text())
     assert metrics["test_ppl"] < 20
 
