@@ -67,6 +67,22 @@ BUILTIN_TASKS: dict[str, tuple[str, str]] = {
         "lm_gym.tasks.toy:KeywordToyTask",
         "The composite (fluency, keyword relevance, diversity) on a toy word vocabulary.",
     ),
+    "lm_gym/SentimentContinuation-v0": (
+        "lm_gym.tasks.text:SentimentContinuationTask",
+        "Continue the prompt with positive sentiment, fluently, without repeating.",
+    ),
+    "lm_gym/TopicSteering-v0": (
+        "lm_gym.tasks.text:TopicSteeringTask",
+        "Continue the prompt toward a named topic.",
+    ),
+    "lm_gym/KeywordStory-v0": (
+        "lm_gym.tasks.text:KeywordStoryTask",
+        "Write a fluent text that uses every given concept.",
+    ),
+    "lm_gym/Continuation-v0": (
+        "lm_gym.tasks.text:ContinuationTask",
+        "The plain composite: fluent, on the prompt's subject, diverse.",
+    ),
 }
 
 

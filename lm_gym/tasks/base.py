@@ -104,6 +104,7 @@ class Task:
             each component (``reward_weights=`` overrides some or all of them); ``None``
             when the reward is not a weighted sum of its components.
         dense: whether :meth:`dense_reward` pays a reward on every step.
+        model_name: the pretrained LM of a text task, ``None`` for toy tasks.
 
     Args:
         max_new_tokens: the token budget of a completion; the episode is truncated there.
@@ -115,6 +116,9 @@ class Task:
     reward_components: ClassVar[tuple[str, ...]] = ()
     default_weights: ClassVar[Mapping[str, float] | None] = None
     dense: ClassVar[bool] = False
+    model_name: str | None = None
+    """The pretrained LM behind a text task (``"builtin"``, a name or a path); ``None`` for
+    toy tasks, whose agents build a fresh small transformer sized to the vocabulary."""
 
     def __init__(self, *, max_new_tokens: int, max_prompt_tokens: int) -> None:
         check_int("max_new_tokens", max_new_tokens, low=1)
@@ -277,11 +281,17 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
 
 def task_kwargs_check(task_cls: type[Task], kwargs: Mapping[str, Any]) -> None:
     """Reject keyword arguments the task's constructor does not take, with a did-you-mean."""
-    params = inspect.signature(task_cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    valid = [n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    valid += ["reward", "reward_weights", "render_mode"]
+    valid = ["reward", "reward_weights", "render_mode"]
+    for cls in task_cls.__mro__:  # follow **kwargs up to the first __init__ without them
+        if "__init__" not in vars(cls):
+            continue
+        params = inspect.signature(cls.__init__).parameters
+        valid += [
+            n for n, p in params.items()
+            if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()) or cls is Task:
+            break
     for key in kwargs:
         if key not in valid:
             raise error.InvalidArgument(

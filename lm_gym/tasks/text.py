@@ -1,0 +1,324 @@
+"""The text tasks: real language models, real text, the composite reward.
+
+Every text task continues a prompt with a causal LM's tokenizer, and scores the
+completion with ``R = α·fluency + β·relevance + γ·diversity``:
+
+* **fluency** — :class:`lm_gym.rewards.Fluency` under a frozen reference LM (by default
+  the env's own model): ``exp(mean_logprob / fluency_scale)`` of the completion given the
+  prompt, in one batched forward per scoring call;
+* **relevance** — what the task asks for (sentiment, topic, keywords, continuity);
+* **diversity** — :class:`lm_gym.rewards.Diversity`: mean distinct-1/2 × (1 − repetition).
+
+``model=`` (``"builtin"``, a Hugging Face name, or a local path) chooses the tokenizer, the
+action space (the model's logit width) and the fluency reference together. Prompts are
+the first sentence(s) of the built-in corpus's held-out stories, or the user's own via
+``prompts=`` (a list of strings, or a ``.txt`` file with one prompt a line, or a
+``.jsonl`` file of objects with a ``"prompt"`` field and optional metadata such as
+``"keywords"`` or ``"topic"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lm_gym import error
+from lm_gym.tasks.base import Prompt, Task, check_int
+
+N_DEFAULT_PROMPTS = 1000
+
+
+class HFTokenizer:
+    """Adapts a Hugging Face tokenizer to the env's :class:`~lm_gym.tasks.base.Tokenizer`.
+
+    ``vocab_size`` is the tokenizer's size (``len(tokenizer)``); ids past it (a model's
+    logit width may be padded) and special tokens decode to nothing.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.hf = tokenizer
+        self.vocab_size = len(tokenizer)
+        self.pad_token_id = int(tokenizer.pad_token_id)
+        self.eos_token_id = int(tokenizer.eos_token_id)
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.hf.decode([i for i in ids if i < self.vocab_size], skip_special_tokens=True)
+
+
+def load_prompts(prompts: str | os.PathLike[str] | Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``(text, meta)`` pairs from a list of strings, a ``.txt`` file or a ``.jsonl`` file."""
+    if isinstance(prompts, (str, os.PathLike)):
+        path = Path(prompts)
+        if not path.is_file():
+            raise error.InvalidArgument(
+                f"prompts={os.fspath(prompts)!r} is not a file; pass a list of strings, a .txt "
+                "file (one prompt a line) or a .jsonl file (objects with a 'prompt' field)"
+            )
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if path.suffix == ".jsonl":
+            out = []
+            for n, line in enumerate(lines, 1):
+                try:
+                    obj = json.loads(line)
+                    text = obj.pop("prompt")
+                except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as e:
+                    raise error.InvalidArgument(
+                        f"{path}:{n}: each line must be a JSON object with a 'prompt' field, got {line[:80]!r}"
+                    ) from e
+                out.append((str(text), obj))
+        else:
+            out = [(ln.strip(), {}) for ln in lines]
+    elif isinstance(prompts, Sequence) and all(isinstance(p, str) for p in prompts):
+        out = [(p, {}) for p in prompts]
+    else:
+        raise error.InvalidArgument(
+            f"prompts must be a list of strings or a path to a .txt/.jsonl file, got {prompts!r:.100}"
+        )
+    if not out:
+        raise error.InvalidArgument("prompts is empty; give at least one prompt")
+    # every episode's meta must have the same keys (rewards get one list per key)
+    keys = set(out[0][1])
+    for text, meta in out:
+        if set(meta) != keys:
+            raise error.InvalidArgument(
+                f"every prompt needs the same metadata keys; {text[:40]!r} has {sorted(meta)}, "
+                f"the first has {sorted(keys)}"
+            )
+    return out
+
+
+def builtin_prompts(n: int = N_DEFAULT_PROMPTS) -> list[tuple[str, dict[str, Any]]]:
+    """The default prompts: the opening of held-out (test split) corpus stories."""
+    from lm_gym.models import corpus
+
+    return [
+        (text, {"topic": meta["topic"], "sentiment": meta["sentiment"], "keywords": list(meta["keywords"])})
+        for text, meta in corpus.prompts("test", n=n)
+    ]
+
+
+class TextTask(Task):
+    """Base of the text tasks: model loading, prompts, and the composite reward.
+
+    Args:
+        model: ``"builtin"`` (no download), a Hugging Face causal-LM name, or a local path;
+            it fixes the tokenizer, the action space and the fluency reference.
+        prompts: the user's prompts (see the module docstring); default: held-out stories.
+        max_new_tokens: the completion budget in tokens.
+        max_prompt_tokens: prompts are left-truncated to this many tokens.
+        fluency_scale: fluency = ``exp(mean_logprob / fluency_scale)``.
+        device: where the frozen reference model runs (default CPU).
+    """
+
+    default_weights = {"fluency": 0.3, "relevance": 0.5, "diversity": 0.2}
+    reward_components = ("fluency", "relevance", "diversity")
+
+    def __init__(
+        self,
+        model: str = "builtin",
+        prompts: str | os.PathLike[str] | Sequence[str] | None = None,
+        max_new_tokens: int = 24,
+        max_prompt_tokens: int = 32,
+        fluency_scale: float = 2.0,
+        device: str | None = None,
+    ) -> None:
+        from lm_gym.models import load_frozen
+        from lm_gym.rewards import Diversity, Fluency
+
+        super().__init__(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens)
+        if not (isinstance(fluency_scale, (int, float)) and fluency_scale > 0):
+            raise error.InvalidArgument(f"fluency_scale must be a positive number, got {fluency_scale!r}")
+        self.model_name = os.fspath(model) if isinstance(model, os.PathLike) else model
+        self.device = device
+        self.reference, hf_tokenizer = load_frozen(self.model_name, device=device)
+        self._tokenizer = HFTokenizer(hf_tokenizer)
+        self._vocab_size = int(self.reference.get_output_embeddings().weight.shape[0])
+        positions = getattr(self.reference.config, "max_position_embeddings", None)
+        if positions is not None and max_prompt_tokens + max_new_tokens > positions:
+            raise error.InvalidArgument(
+                f"max_prompt_tokens + max_new_tokens = {max_prompt_tokens + max_new_tokens} exceeds "
+                f"the model's {positions} positions; lower one of them"
+            )
+        self.prompts = self.prepare_prompts(
+            load_prompts(prompts) if prompts is not None else builtin_prompts()
+        )
+        self.fluency = Fluency(self.reference, hf_tokenizer, scale=fluency_scale, device=device)
+        self.diversity = Diversity()
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        """Turn loaded ``(text, meta)`` pairs into this task's prompts (a hook for subclasses)."""
+        return prompts
+
+    def sample(self, np_random: np.random.Generator) -> Prompt:
+        text, meta = self.prompts[int(np_random.integers(len(self.prompts)))]
+        return Prompt(text, dict(meta))
+
+    def relevance(self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]) -> np.ndarray:
+        raise NotImplementedError
+
+    def components(
+        self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
+    ) -> dict[str, np.ndarray]:
+        return {
+            "fluency": self.fluency(prompts, completions),
+            "relevance": self.relevance(prompts, completions, meta),
+            "diversity": self.diversity(prompts, completions),
+        }
+
+
+class SentimentContinuationTask(TextTask):
+    """Continue the prompt with the target sentiment, fluently, without repeating.
+
+    relevance = VADER sentiment toward ``target`` (``(c + 1) / 2`` of the compound score
+    ``c`` for "positive"). Default weights: fluency 0.3, relevance 0.5, diversity 0.2.
+
+    Args:
+        target: ``"positive"`` or ``"negative"``.
+        (and the arguments of :class:`TextTask`)
+    """
+
+    name = "SentimentContinuation"
+    description = "Continue the prompt with positive sentiment, fluently, without repeating."
+
+    def __init__(self, target: str = "positive", **kwargs: Any) -> None:
+        if target not in ("positive", "negative"):
+            raise error.InvalidArgument(f"target must be 'positive' or 'negative', got {target!r}")
+        self.target = target
+        super().__init__(**kwargs)
+        from lm_gym.rewards import Sentiment
+
+        self.sentiment = Sentiment(target)
+
+    def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        return [(text, {"sentiment": self.target}) for text, _ in prompts]
+
+    def relevance(self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]) -> np.ndarray:
+        return self.sentiment(prompts, completions, **meta)
+
+
+class TopicSteeringTask(TextTask):
+    """Continue the prompt toward a named topic, given at the start of the prompt as
+    ``"<topic>: <story opening>"``.
+
+    relevance = :class:`lm_gym.rewards.TopicRelevance` of the completion to the topic: the
+    sentence-embedding cosine with the ``[embed]`` extra installed, else (with a warning)
+    the lexical overlap with the topic's word list. Default weights: fluency 0.3,
+    relevance 0.5, diversity 0.2.
+
+    Args:
+        topic: one topic for every episode, or ``None`` to draw one of the corpus topics
+            (other than the story's own) per episode.
+        embedding_model: ``"auto"``, ``"lexical"``, or a sentence-transformers name or path.
+        (and the arguments of :class:`TextTask`)
+    """
+
+    name = "TopicSteering"
+    description = "Continue the prompt toward a named topic."
+
+    def __init__(self, topic: str | None = None, embedding_model: str = "auto", **kwargs: Any) -> None:
+        from lm_gym.models.corpus import TOPICS
+        from lm_gym.rewards import TopicRelevance
+
+        if topic is not None and not (isinstance(topic, str) and topic.strip()):
+            raise error.InvalidArgument(f"topic must be a non-empty string or None, got {topic!r}")
+        self.topic, self.topics = topic, TOPICS
+        super().__init__(**kwargs)
+        self.topic_relevance = TopicRelevance(embedding_model)
+
+    def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        return [(text, {"topic": meta.get("topic")}) for text, meta in prompts]
+
+    def sample(self, np_random: np.random.Generator) -> Prompt:
+        text, meta = self.prompts[int(np_random.integers(len(self.prompts)))]
+        topic = self.topic
+        if topic is None:  # a topic the story is not already about
+            others = [t for t in self.topics if t != meta.get("topic")]
+            topic = others[int(np_random.integers(len(others)))]
+        return Prompt(f"{topic}: {text}", {"topic": topic})
+
+    def relevance(self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]) -> np.ndarray:
+        return self.topic_relevance(prompts, completions, topic=meta["topic"])
+
+
+class KeywordStoryTask(TextTask):
+    """Write a fluent text that uses every given concept (CommonGen-style).
+
+    The prompt lists the concepts: ``"Keywords: dog, ball, park."``. relevance = the
+    fraction of concepts the completion uses, counting inflections ("dogs" covers "dog").
+    Default weights: fluency 0.3, relevance 0.5, diversity 0.2. User prompts must carry a
+    ``"keywords"`` list (a ``.jsonl`` file); the prompt text is then written as above.
+
+    Args:
+        n_keywords: how many of a story's content words to ask for (built-in prompts).
+        (and the arguments of :class:`TextTask`)
+    """
+
+    name = "KeywordStory"
+    description = "Write a fluent text that uses every given concept."
+
+    def __init__(self, n_keywords: int = 3, **kwargs: Any) -> None:
+        from lm_gym.rewards import KeywordCoverage
+
+        self.n_keywords = check_int("n_keywords", n_keywords, low=1, high=8)
+        super().__init__(**kwargs)
+        self.coverage = KeywordCoverage()
+
+    def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for text, meta in prompts:
+            if "keywords" not in meta:
+                raise error.InvalidArgument(
+                    f"KeywordStory needs a 'keywords' list with every prompt; {text[:40]!r} has none. "
+                    "Pass a .jsonl file of {\"prompt\": ..., \"keywords\": [...]} objects."
+                )
+            words = list(meta["keywords"])[: self.n_keywords]
+            out.append((f"Keywords: {', '.join(words)}.", {"keywords": words}))
+        return out
+
+    def relevance(self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]) -> np.ndarray:
+        return self.coverage(prompts, completions, keywords=meta["keywords"])
+
+
+class ContinuationTask(TextTask):
+    """The plain composite: continue the prompt fluently, on its subject, without repeating.
+
+    relevance = :class:`lm_gym.rewards.Continuity`, the overlap of the completion's
+    content words with the prompt's. Default weights: fluency 0.4, relevance 0.4,
+    diversity 0.2.
+    """
+
+    name = "Continuation"
+    description = "The plain composite: fluent, on the prompt's subject, diverse."
+    default_weights = {"fluency": 0.4, "relevance": 0.4, "diversity": 0.2}
+
+    def __init__(self, **kwargs: Any) -> None:
+        from lm_gym.rewards import Continuity
+
+        super().__init__(**kwargs)
+        self.continuity = Continuity()
+
+    def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        return [(text, {}) for text, _ in prompts]
+
+    def relevance(self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]) -> np.ndarray:
+        return self.continuity(prompts, completions)
+
+
+TEXT_TASKS: dict[str, type[TextTask]] = {
+    "SentimentContinuation": SentimentContinuationTask,
+    "TopicSteering": TopicSteeringTask,
+    "KeywordStory": KeywordStoryTask,
+    "Continuation": ContinuationTask,
+}

@@ -1,0 +1,137 @@
+"""The four text tasks: model loading by path, offline errors, prompts, weights."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import lm_gym
+from lm_gym import error
+
+TEXT_IDS = ["lm_gym/SentimentContinuation-v0", "lm_gym/TopicSteering-v0", "lm_gym/KeywordStory-v0", "lm_gym/Continuation-v0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny GPT-2 (fresh weights) with the built-in tokenizer, saved like any HF model."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lm_gym.models import load_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    tok = load_tokenizer("builtin")
+    config = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def play(env, n_tokens=5, seed=0):
+    obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    valid = np.flatnonzero(info["action_mask"] & (np.arange(info["action_mask"].size) != env.unwrapped.eos_token_id))
+    for t in range(n_tokens):
+        obs, r, term, trunc, info = env.step(int(rng.choice(valid)) if t < n_tokens - 1 else env.unwrapped.eos_token_id)
+    assert term
+    return r, info
+
+
+@pytest.mark.parametrize("env_id", TEXT_IDS)
+def test_tiny_model_loads_by_path_end_to_end(env_id, tiny_model_dir):
+    env = gym.make(env_id, model=str(tiny_model_dir), max_new_tokens=8, max_prompt_tokens=24)
+    assert env.action_space.n == 2048 and env.unwrapped.task.model_name == str(tiny_model_dir)
+    assert env.observation_space["input_ids"].shape == (32,)
+    r, info = play(env)
+    assert set(info["reward_components"]) == {"fluency", "relevance", "diversity"}
+    weights = env.unwrapped.task.weights
+    assert r == pytest.approx(sum(weights[k] * v for k, v in info["reward_components"].items()))
+    # an untrained model finds any text unlikely: fluency near 0
+    assert 0.0 <= info["reward_components"]["fluency"] < 0.05
+
+
+def test_unavailable_name_gives_clear_offline_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(error.ModelLoadError, match="builtin") as e:
+        gym.make("lm_gym/Continuation-v0", model="no-such-org/no-such-model")
+    assert "no-such-org/no-such-model" in str(e.value)
+
+
+def test_positions_budget_is_checked(tiny_model_dir):
+    with pytest.raises(error.InvalidArgument, match="exceeds the model's 64 positions"):
+        gym.make("lm_gym/Continuation-v0", model=str(tiny_model_dir), max_new_tokens=40, max_prompt_tokens=32)
+
+
+def test_unknown_kwarg_on_text_task():
+    with pytest.raises(error.InvalidArgument, match=r"Unknown keyword argument 'topik'.*Did you mean 'topic'"):
+        gym.make("lm_gym/TopicSteering-v0", topik="space")
+
+
+def test_user_prompts_list_txt_and_jsonl(tmp_path):
+    env = gym.make("lm_gym/Continuation-v0", prompts=["The dog ran to the park."])
+    _, info = env.reset(seed=0)
+    assert info["prompt"] == "The dog ran to the park."
+    txt = tmp_path / "p.txt"
+    txt.write_text("First prompt.\n\nSecond prompt.\n")
+    env = gym.make("lm_gym/SentimentContinuation-v0", prompts=str(txt))
+    seen = {env.reset(seed=s)[1]["prompt"] for s in range(20)}
+    assert seen == {"First prompt.", "Second prompt."}
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(json.dumps({"prompt": "x", "keywords": ["cat", "hat"]}) + "\n")
+    env = gym.make("lm_gym/KeywordStory-v0", prompts=jsonl)
+    _, info = env.reset(seed=0)
+    assert info["prompt"] == "Keywords: cat, hat."
+    with pytest.raises(error.InvalidArgument, match="needs a 'keywords' list"):
+        gym.make("lm_gym/KeywordStory-v0", prompts=["no keywords here"])
+    with pytest.raises(error.InvalidArgument, match="is not a file"):
+        gym.make("lm_gym/Continuation-v0", prompts=str(tmp_path / "missing.txt"))
+    with pytest.raises(error.InvalidArgument, match="must be a list of strings"):
+        gym.make("lm_gym/Continuation-v0", prompts=[1, 2])
+
+
+def test_default_prompts_are_held_out_stories():
+    from lm_gym.models import corpus
+
+    env = gym.make("lm_gym/SentimentContinuation-v0")
+    train_texts = {s.text.split(".")[0] for s in corpus.corpus("train", 2000)}
+    prompts = {env.reset(seed=s)[1]["prompt"] for s in range(30)}
+    assert len(prompts) > 20
+    assert not any(p.split(".")[0] in train_texts for p in prompts)
+
+
+def test_topic_steering_names_the_topic():
+    env = gym.make("lm_gym/TopicSteering-v0", topic="space", embedding_model="lexical")
+    _, info = env.reset(seed=0)
+    assert info["prompt"].startswith("space: ")
+    task = env.unwrapped.task
+    on = task.relevance(["p"], ["the rocket flew past the moon and the stars"], {"topic": ["space"]})
+    off = task.relevance(["p"], ["she baked bread and soup for dinner"], {"topic": ["space"]})
+    assert on[0] > off[0]
+
+
+def test_sentiment_task_rewards_positive_text():
+    env = gym.make("lm_gym/SentimentContinuation-v0")
+    task = env.unwrapped.task
+    meta = {"sentiment": ["positive", "positive"]}
+    r, comps = task.score(["p", "p"], ["It was a wonderful, happy day.", "It was an awful, sad day."], meta)
+    assert comps["relevance"][0] > comps["relevance"][1]
+    assert r[0] > r[1]
+
+
+def test_text_reward_weights():
+    env = gym.make("lm_gym/Continuation-v0", reward_weights={"fluency": 1.0, "relevance": 0.0, "diversity": 0.0})
+    r, info = play(env)
+    assert r == pytest.approx(info["reward_components"]["fluency"])
+
+
+def test_no_torch_on_import():
+    import subprocess
+    import sys
+
+    code = "import sys, lm_gym, gymnasium as gym; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert len([i for i in lm_gym.list_envs()]) >= 9
