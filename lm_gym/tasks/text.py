@@ -236,6 +236,7 @@ class TopicSteeringTask(TextTask):
         self.topic, self.topics = topic, TOPICS
         super().__init__(**kwargs)
         self.topic_relevance = TopicRelevance(embedding_model)
+        self.backend = self.topic_relevance.backend  # load (or warn about the fallback) now
 
     def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
         return [(text, {"topic": meta.get("topic")}) for text, meta in prompts]
