@@ -183,4 +183,4 @@ def test_render_modes(capsys):
     env.step(3)
     assert capsys.readouterr().out.strip() == env.unwrapped.prompt + "b"
     with pytest.raises(lm_gym.error.InvalidArgument, match="render_mode='rgb_array'"):
-        gym.make("lm_gym/Copy-v0", render_mode="rgb_array")
+        lm_gym.TextGenEnv("lm_gym.tasks.toy:CopyTask", render_mode="rgb_array")
