@@ -1,9 +1,226 @@
-"""The ``lm-gym`` command line."""
+"""The ``lm-gym`` command line: ``list | train | eval | bench | quickstart | pretrain | play``.
+
+``lm-gym COMMAND --help`` documents every command. ``train``'s config flags come from the
+agent's config dataclass (``lm-gym train ENV --agent ppo --help`` lists them), ``bench``'s
+from :class:`lm_gym.bench.BenchConfig`: each field becomes ``--field-name`` with the
+field's docstring as its help, through :func:`add_dataclass_arguments`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import enum
+import inspect
+import json
+import logging
 import sys
+import textwrap
+import time
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lm_gym import error
+
+logger = logging.getLogger(__name__)
+
+# -- dataclass -> argparse ------------------------------------------------------------------
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass's fields (the string literal right after each
+    field, as CleanRL and Sphinx write them), base classes included, one line each."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef)), [])
+        for node, nxt in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(inspect.cleandoc(nxt.value.value).split())
+    return docs
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise argparse.ArgumentTypeError(f"not a YAML/JSON value: {text!r} ({e.__class__.__name__})") from None
+
+
+def _converter(tp: Any) -> tuple[Any, dict[str, Any]]:
+    """``(type callable, extra add_argument kwargs)`` for a field type, or ``(None, {})`` for
+    a type parsed as a YAML value (dicts, unions, anything else)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and len(rest) < len(args):  # Optional[X]: "none" -> None
+            inner, extra = _converter(rest[0])
+            if inner is None or extra.get("action"):
+                return None, {}
+
+            def optional(text: str) -> Any:
+                return None if text.lower() in ("none", "null") else inner(text)
+
+            optional.__name__ = getattr(inner, "__name__", "value")
+            return optional, {k: v for k, v in extra.items() if k != "choices"}
+        return None, {}
+    if tp is bool:
+        return bool, {"action": argparse.BooleanOptionalAction}
+    if tp in (int, float, str):
+        return tp, {"metavar": tp.__name__.upper()}
+    if origin is typing.Literal:
+        return type(args[0]), {"choices": list(args)}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return (lambda text: tp[text] if text in tp.__members__ else tp(text)), {"choices": list(tp), "metavar": "{" + ",".join(tp.__members__) + "}"}
+    if origin in (list, tuple) and args and args[0] in (int, float, str) and (origin is list or args[-1] is Ellipsis or len(set(args)) == 1):
+        item = args[0]
+
+        def items(text: str) -> Any:
+            values = [item(part.strip()) for part in text.split(",") if part.strip()]
+            return tuple(values) if origin is tuple else values
+
+        items.__name__ = f"comma-separated {item.__name__}s"
+        return items, {"metavar": f"{item.__name__.upper()}[,...]"}
+    return None, {}
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser | Any,
+    cls: type,
+    *,
+    exclude: Sequence[str] = (),
+    suppress_defaults: bool = True,
+) -> list[str]:
+    """Add one ``--field-name`` option per field of dataclass ``cls``.
+
+    Help text is the field's attribute docstring plus its default; types come from the
+    annotations: ``bool`` becomes ``--x/--no-x``; ``int``/``float``/``str`` and
+    ``Optional`` of them (``none`` gives None); ``Literal``/``Enum`` become choices;
+    ``list[int]`` and friends take comma-separated values; anything else (dicts, unions)
+    takes a YAML/JSON value. With ``suppress_defaults`` an option not given leaves no
+    attribute on the namespace, so :func:`dataclass_overrides` returns only what the user set.
+
+    Returns:
+        The field names added.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise error.InvalidArgument(f"add_dataclass_arguments needs a dataclass type, got {cls!r}")
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    added = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name in exclude or f.name.startswith("_"):
+            continue
+        convert, extra = _converter(hints.get(f.name, str))
+        default = _default_of(f)
+        help_text = docs.get(f.name, "").replace("%", "%%")
+        if default is not dataclasses.MISSING:
+            help_text += f" (default: {default!r})".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": f.name, "help": help_text.strip(), **extra}
+        if convert is None:
+            kwargs.update(type=_yaml_value, metavar="YAML")
+        elif extra.get("action") is None:
+            kwargs["type"] = convert
+        if default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = argparse.SUPPRESS if suppress_defaults else default
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+        added.append(f.name)
+    return added
+
+
+def dataclass_overrides(cls: type, namespace: argparse.Namespace) -> dict[str, Any]:
+    """The fields of ``cls`` present on ``namespace`` (those the user gave, when defaults
+    are suppressed), as keyword arguments."""
+    return {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls) if hasattr(namespace, f.name)}
+
+
+def config_class(agent_cls: Any) -> type | None:
+    """An agent's config dataclass: its ``config_class`` or ``Config`` attribute, the type
+    of its ``config`` parameter, or ``<ClassName>Config`` in its module; None if it has none."""
+    for attr in ("config_class", "Config"):
+        cand = getattr(agent_cls, attr, None)
+        if isinstance(cand, type) and dataclasses.is_dataclass(cand):
+            return cand
+    try:
+        hints = typing.get_type_hints(agent_cls.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall through
+        hints = {}
+    for tp in [hints.get("config")] + list(typing.get_args(hints.get("config"))):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            return tp
+    module = sys.modules.get(getattr(agent_cls, "__module__", ""), None)
+    cand = getattr(module, f"{getattr(agent_cls, '__name__', '')}Config", None)
+    return cand if isinstance(cand, type) and dataclasses.is_dataclass(cand) else None
+
+
+# -- shared helpers ---------------------------------------------------------------------------
+
+
+def parse_env_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``["max_new_tokens=8", "model=builtin"]`` -> a dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise error.InvalidArgument(f"--env-kwarg takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = _yaml_value(value)
+    return out
+
+
+def add_env_kwargs_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-e", "--env-kwarg", action="append", metavar="KEY=VALUE", dest="env_kwarg",
+        help="a gym.make keyword argument for the env, e.g. -e max_new_tokens=8 (repeatable; values are YAML)",
+    )
+
+
+def quiet_libraries() -> None:
+    """Silence transformers' per-load progress bars and info logs in the terminal."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    lines = ["| metric | value |", "|---|---|"]
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            value = f"{value:.4f}"
+        lines.append(f"| {key} | {value} |")
+    return "\n".join(lines)
+
+
+# -- commands ---------------------------------------------------------------------------------
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -16,17 +233,311 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def cmd_train(args: argparse.Namespace) -> int:
+    from lm_gym.bench.config import Cell
+    from lm_gym.bench.runner import DONE, run_cell
+
+    quiet_libraries()
+    overrides = getattr(args, "agent_overrides", {})
+    out = Path(args.out)
+    cell = Cell(
+        env_id=args.env, agent=args.agent, seed=args.seed, budget=args.timesteps,
+        time_budget=args.time_budget, eval_episodes=args.eval_episodes, eval_seed=1_000_000 + args.seed,
+        agent_kwargs=overrides, env_kwargs=parse_env_kwargs(args.env_kwarg), save_agent=True,
+    )
+    (out / DONE).unlink(missing_ok=True)  # train always trains afresh
+    result = run_cell(cell, out.parent, directory=out, progress_bar=not args.no_progress)
+    if result.status != "done":
+        print(f"training failed: {result.error} (traceback in {out / 'error.txt'})", file=sys.stderr)
+        return 1
+    print(metrics_table({k: v for k, v in result.eval.items() if k == "mean_reward" or k.startswith("reward/") or k in ("num_timesteps", "train_seconds")}))
+    print(f"\nsaved the agent to {out / 'agent'} and the learning curve to {out / 'curve.csv'}")
+    return 0
+
+
+def find_saved_agent(path: Path) -> Path:
+    for cand in (path, path / "agent"):
+        if (cand / "agent.json").is_file():
+            return cand
+    raise error.InvalidArgument(f"{str(path)!r} holds no saved agent (no agent.json in it or in its agent/ folder)")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import agents
+    from agents.base import read_agent_json
+
+    quiet_libraries()
+    path = find_saved_agent(Path(args.dir))
+    meta = read_agent_json(path)
+    env_kwargs = parse_env_kwargs(args.env_kwarg)
+    env = args.env or meta.get("config", {}).get("env_id")
+    if env is None:
+        raise error.InvalidArgument(f"{path}: the saved agent records no env id; give ENV")
+    agent = agents.agent_class(meta["agent"]).load(path, env=env)
+    result = agents.evaluate(agent, env, n_episodes=args.episodes, seed=args.seed, deterministic=args.deterministic, **env_kwargs)
+    print(f"{meta['agent']} on {env}, {args.episodes} episodes:\n")
+    print(metrics_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _run_bench_and_print(config: Any, out: str, progress: bool) -> int:
+    from lm_gym.bench import run_bench
+
+    quiet_libraries()
+    start = time.perf_counter()
+    results = run_bench(config, out, progress=progress)
+    text = (Path(out) / "results.md").read_text()
+    print(text)
+    failed = [r for r in results if r.status == "failed"]
+    print(f"{len(results)} cells in {Path(out)} ({time.perf_counter() - start:.0f}s); table in {Path(out) / 'results.md'}")
+    if config.plots:
+        print(f"plots: {Path(out) / 'learning_curves.png'}, {Path(out) / 'final_reward.png'}")
+    if failed:
+        print(f"{len(failed)} cells failed; see error.txt in: " + ", ".join(str(Path(out) / r.cell.key) for r in failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lm_gym.bench import BenchConfig, load_config, preset
+
+    overrides = dataclass_overrides(BenchConfig, args)
+    if args.config:
+        config = load_config(args.config, **overrides)
+    elif args.preset:
+        config = preset(args.preset, **overrides)
+    else:
+        config = BenchConfig(**overrides)
+    return _run_bench_and_print(config, args.out, progress=not args.no_progress)
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from lm_gym.bench import preset
+
+    config = preset("quickstart", workers=args.workers, **({"budget": args.budget} if args.budget else {}))
+    print(
+        f"lm-gym quickstart: PPO vs the random and zero-shot (model) baselines on {', '.join(config.envs)}; "
+        f"results in {args.out}\n"
+    )
+    return _run_bench_and_print(config, args.out, progress=not args.no_progress)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from lm_gym.models.pretrain import pretrain
+
+    quiet_libraries()
+    metrics = pretrain(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress)
+    print(metrics_table({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
+    print(f"\nsaved the model to {args.out}; use it with gym.make(ENV, model={str(args.out)!r})")
+    return 0
+
+
+PLAY_HELP = """\
+Type the next token(s) -- or a whole completion -- and press Enter.
+An empty line (or <eos>) ends the text; /tokens lists the vocabulary; /quit exits."""
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    import lm_gym  # noqa: F401 - registers the ids
+    from lm_gym.tasks.base import ToyTokenizer
+
+    quiet_libraries()
+    env = gym.make(args.env, **parse_env_kwargs(args.env_kwarg))
+    base = env.unwrapped
+    tok = base.task.tokenizer
+    toy = isinstance(tok, ToyTokenizer)
+    eos = int(tok.eos_token_id)
+    mask = base.action_masks()
+    print(f"{args.env}: {base.task.description}\n{PLAY_HELP}")
+    seed = args.seed
+    for episode in range(1, args.episodes + 1):
+        env.reset(seed=seed)
+        seed = None  # seed the first episode only, as Gymnasium does
+        print(f"\n--- episode {episode}; prompt: {base.prompt!r} (up to {base.max_new_tokens} tokens)")
+        info: dict[str, Any] = {}
+        done, n_tokens = False, 0
+        while not done:
+            try:
+                line = input("> ")
+            except EOFError:
+                print()
+                return 0
+            if not sys.stdin.isatty():  # a piped session: echo, so the transcript reads right
+                print(line)
+            if line.strip() == "/quit":
+                return 0
+            if line.strip() == "/tokens":
+                valid = [i for i in range(len(mask)) if mask[i]]
+                print(" ".join(repr(tok.decode([i])) if i != eos else "<eos>" for i in valid[:400]))
+                continue
+            if line.strip() in ("", "<eos>"):
+                ids = [eos]
+            else:
+                text = line if toy else (line if line[0].isspace() else " " + line)
+                try:
+                    ids = list(tok.encode(text.strip() if toy else text))
+                except error.InvalidArgument as e:
+                    print(f"  {e}")
+                    continue
+                bad = [i for i in ids if not mask[i]]
+                if bad:
+                    print(f"  not allowed in this task: {[tok.decode([i]) for i in bad]}; /tokens lists the valid ones")
+                    continue
+                if args.whole:
+                    ids.append(eos)
+            for n, token in enumerate(ids):
+                _, reward, terminated, truncated, info = env.step(token)
+                n_tokens += 1
+                if terminated or truncated:
+                    done = True
+                    if n + 1 < len(ids) and not (args.whole and n + 2 == len(ids)):
+                        print(f"  (the token budget ran out; dropped {tok.decode(ids[n + 1:])!r})")
+                    break
+            if not done:
+                print(f"  {base.prompt}[{base.completion_text()}]  ({n_tokens}/{base.max_new_tokens} tokens)")
+        end = "EOS" if terminated else "token budget"
+        comps = ", ".join(f"{k} {v:.3f}" for k, v in info["reward_components"].items())
+        print(f"  completion: {info['text']!r} (ended by {end})\n  reward {float(reward):.3f}  [{comps}]")
+    return 0
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def _agent_in(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--agent" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--agent="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The ``lm-gym`` parser; ``argv`` picks the ``train`` agent whose config flags to add."""
     parser = argparse.ArgumentParser(prog="lm-gym", description="Reinforcement learning for language models.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list", help="list every registered env id with a one-line description")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    p = sub.add_parser("list", help="list every registered env id with a one-line description", description="List every registered env id with a one-line description.")
     p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser(
+        "train", help="train an agent on an env and save it with its learning curve", formatter_class=fmt,
+        description="Train AGENT on ENV for --timesteps env steps, evaluate it, and save the agent (OUT/agent), "
+        "its learning curve (OUT/curve.csv, OUT/metrics.jsonl), the exact configuration (OUT/config.json) "
+        "and the evaluation (OUT/eval.json). The agent's config flags are listed by "
+        "`lm-gym train ENV --agent NAME --help`.",
+    )
+    p.add_argument("env", metavar="ENV", help="env id, e.g. lm_gym/KeywordToy-v0")
+    p.add_argument("--agent", default="ppo", help="agent name (ppo, reinforce, sb3-ppo, ...) or package.module:Class")
+    p.add_argument("--timesteps", type=int, default=20_000, help="env steps to train for")
+    p.add_argument("--time-budget", type=float, default=None, help="also stop after this many seconds")
+    p.add_argument("--seed", type=int, default=0, help="seed of the agent and its envs")
+    p.add_argument("--eval-episodes", type=int, default=100, help="episodes of the final evaluation")
+    p.add_argument("--out", default="runs/train", help="output directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_env_kwargs_option(p)
+    name = _agent_in(argv) if argv and argv[0] == "train" else None
+    if name is not None:
+        try:
+            from lm_gym.bench.runner import resolve_agent
+
+            cls = config_class(resolve_agent(name))
+        except (error.Error, ImportError) as e:
+            logger.debug("no config flags for agent %r: %r", name, e)
+            cls = None
+        if cls is not None:
+            group = p.add_argument_group(f"{name} config ({cls.__name__}; unset flags keep their defaults)")
+            exclude = [a.dest for a in p._actions] + ["env", "env_id", "env_kwargs"]
+            added = add_dataclass_arguments(group, cls, exclude=exclude)
+            p.set_defaults(config_cls=cls, config_fields=added)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser(
+        "eval", help="evaluate a saved agent", formatter_class=fmt,
+        description="Evaluate the agent saved in DIR (by `lm-gym train` or agent.save) on ENV (default: the env it was trained on).",
+    )
+    p.add_argument("dir", metavar="DIR", help="a saved agent (a folder with agent.json, or a train output folder)")
+    p.add_argument("env", metavar="ENV", nargs="?", default=None, help="env id (default: the saved agent's)")
+    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
+    p.add_argument("--deterministic", action="store_true", help="greedy actions instead of sampling")
+    p.add_argument("--json", metavar="FILE", help="also write the metrics to FILE as JSON")
+    add_env_kwargs_option(p)
+    p.set_defaults(fn=cmd_eval)
+
+    from lm_gym.bench.config import PRESETS, BenchConfig
+
+    p = sub.add_parser(
+        "bench", help="run a grid of envs x agents x seeds and summarise it",
+        description="Run every env x agent x seed cell (train for --budget env steps, then evaluate), "
+        "in --workers processes; write each cell's config, learning curve and evaluation under OUT, "
+        "then results.md (mean +- std over seeds) and the plots. Rerunning the same command runs only "
+        "the cells that have not finished. Flags override CONFIG.yaml or --preset.",
+    )
+    p.add_argument("config", metavar="CONFIG.yaml", nargs="?", help="a YAML file of BenchConfig fields (optional)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start from a named grid")
+    p.add_argument("--out", default="runs/bench", help="results directory (default: runs/bench)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_dataclass_arguments(p.add_argument_group("grid (BenchConfig)"), BenchConfig)
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser(
+        "quickstart", help="train PPO on a toy and a text task and compare it to the baselines", formatter_class=fmt,
+        description="The quickstart: PPO on lm_gym/KeywordToy-v0 and lm_gym/SentimentContinuation-v0 with the "
+        "built-in model, against the random and zero-shot (model) baselines; prints the table and writes the "
+        "plots. Offline; about 10 minutes on 2 CPU cores. The same as `lm-gym bench --preset quickstart`.",
+    )
+    p.add_argument("--out", default="runs/quickstart", help="results directory")
+    p.add_argument("--workers", type=int, default=1, help="cells run at once, each in its own process")
+    p.add_argument("--budget", type=int, default=None, help="env steps per PPO run (default: the preset's, per env)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_quickstart)
+
+    p = sub.add_parser(
+        "pretrain", help="pretrain the built-in language model on the procedural story corpus", formatter_class=fmt,
+        description="Pretrain the built-in GPT-2-style model on the procedural story corpus and save it to OUT "
+        "(usable as gym.make(ENV, model=OUT)).",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--quick", action="store_true", help="a tiny model and corpus (seconds; for tests)")
+    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_pretrain)
+
+    p = sub.add_parser(
+        "play", help="be the agent: type tokens or completions and see the reward", formatter_class=fmt,
+        description="Play an env by hand: see the prompt, type the next token(s) or a whole completion, "
+        "and see the reward and its components. " + PLAY_HELP.replace("\n", " "),
+    )
+    p.add_argument("env", metavar="ENV", help="env id")
+    p.add_argument("--seed", type=int, default=None, help="seed of the first episode")
+    p.add_argument("--episodes", type=int, default=1_000_000, help="stop after this many episodes")
+    p.add_argument("--whole", action="store_true", help="each line is a whole completion (EOS is added)")
+    add_env_kwargs_option(p)
+    p.set_defaults(fn=cmd_play)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if getattr(args, "config_cls", None) is not None:
+            args.agent_overrides = dataclass_overrides(args.config_cls, args)
+            args.config_cls(**args.agent_overrides)  # validate the flags now (__post_init__)
+        return int(args.fn(args) or 0)
+    except (error.Error, ValueError) as e:
+        print(f"lm-gym {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,328 @@
+"""Running a grid: one cell at a time in a worker (:func:`run_cell`), the grid in a backend
+(:func:`run_bench`).
+
+Every cell writes into its own directory ``<out>/<env>/<agent>/seed<N>/``:
+
+* ``config.json`` — the cell, the agent's resolved config and library versions;
+* ``curve.csv`` — one row per update of a learning agent: ``timesteps``, ``time_s``,
+  ``reward`` (``rollout/ep_rew_mean``) and each ``reward/<component>``; non-learning agents
+  get a single row from the final evaluation;
+* ``metrics.jsonl`` — every metric the agent logged, one JSON object per update;
+* ``eval.json`` — the final :func:`agents.evaluate` (mean/std reward, components, text metrics)
+  plus ``num_timesteps``, ``train_seconds`` and ``eval_seconds``;
+* ``samples.jsonl`` — the evaluation episodes' prompts, texts and rewards;
+* ``done`` — written last, atomically. A cell with ``done`` is finished and never rerun; a
+  cell without it is cleared and run again, so rerunning an interrupted grid finishes
+  only the missing cells.
+
+``<out>/bench.log`` records every cell start and end (one line each, appended).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib
+import inspect
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lm_gym import error
+from lm_gym.bench.config import BASELINES, BenchConfig, Cell
+
+logger = logging.getLogger(__name__)
+
+DONE = "done"
+CELL_FILES = ("config.json", "curve.csv", "metrics.jsonl", "eval.json", "samples.jsonl", "error.txt", DONE)
+CURVE_FIELDS = ("timesteps", "time_s", "reward")
+
+
+@dataclass
+class CellResult:
+    """What a backend reports for a cell: ``status`` is ``"done"``, ``"failed"`` or
+    ``"cached"`` (finished by an earlier run)."""
+
+    cell: Cell
+    status: str
+    eval: dict[str, Any] | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def cell_dir(out_dir: str | Path, cell: Cell) -> Path:
+    return Path(out_dir) / cell.key
+
+
+def is_done(out_dir: str | Path, cell: Cell) -> bool:
+    return (cell_dir(out_dir, cell) / DONE).is_file()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename: readers see the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def clear_cell(directory: Path) -> None:
+    """Remove what a cell writes (and only that: ``lm-gym train --out`` may name any folder)."""
+    for name in CELL_FILES:
+        (directory / name).unlink(missing_ok=True)
+    if (directory / "agent" / "agent.json").is_file():
+        shutil.rmtree(directory / "agent")
+
+
+def log_event(out_dir: Path, line: str) -> None:
+    with open(out_dir / "bench.log", "a") as f:  # one short append per line: safe across processes
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("lm-gym", "torch", "transformers", "gymnasium", "numpy", "stable-baselines3"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+# -- building and driving one agent ---------------------------------------------------------
+
+
+def resolve_agent(name: str) -> Callable[..., Any]:
+    """The factory for an agent name (see ``agents.AGENTS``) or a ``package.module:Class`` path."""
+    import agents
+
+    if name in agents.AGENTS:
+        return agents.agent_class(name)
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise error.InvalidArgument(f"cannot import agent {name!r}: {e}") from None
+    raise error.unknown("agent", name, agents.AGENTS)
+
+
+def accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def build_agent(cell: Cell) -> Any:
+    """The cell's agent: ``factory(env_id, seed=, env_kwargs=, **agent_kwargs)`` (``seed`` and
+    ``env_kwargs`` only when the factory takes them)."""
+    factory = resolve_agent(cell.agent)
+    kwargs = dict(cell.agent_kwargs)
+    if accepts(factory, "seed"):
+        kwargs.setdefault("seed", cell.seed)
+    if cell.env_kwargs:
+        if not accepts(factory, "env_kwargs"):
+            raise error.InvalidArgument(f"agent {cell.agent!r} takes no env_kwargs, but {cell.env_id} has {cell.env_kwargs}")
+        kwargs["env_kwargs"] = dict(cell.env_kwargs)
+    return factory(cell.env_id, **kwargs)
+
+
+def learns(agent: Any, name: str = "") -> bool:
+    """Whether the harness trains ``agent``: it has its own ``learn`` and is not a baseline."""
+    if name in BASELINES or not callable(getattr(agent, "learn", None)):
+        return False
+    from agents.base import Agent
+
+    return not (isinstance(agent, Agent) and type(agent).learn is Agent.learn)
+
+
+def agent_config(agent: Any, cell: Cell) -> dict[str, Any]:
+    """The agent's resolved configuration, as JSON-able as it gets."""
+    config = getattr(agent, "config", None)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    if isinstance(config, dict):
+        return dict(config)
+    if callable(getattr(agent, "config_dict", None)):
+        return agent.config_dict()
+    return dict(cell.agent_kwargs)
+
+
+def _finite(value: Any) -> Any:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+class CurveWriter:
+    """The learn callback: appends one row to ``curve.csv`` and ``metrics.jsonl`` per update,
+    and stops training once the time budget is spent."""
+
+    def __init__(self, directory: Path, time_budget: float | None = None) -> None:
+        self.directory = directory
+        self.time_budget = time_budget
+        self.start = time.perf_counter()
+        self.fields: list[str] | None = None
+        self.rows = 0
+
+    def row(self, timesteps: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        reward = metrics.get("rollout/ep_rew_mean", metrics.get("mean_reward"))
+        row = {"timesteps": int(timesteps), "time_s": round(time.perf_counter() - self.start, 3), "reward": _finite(reward)}
+        row.update({k.removeprefix("reward/"): _finite(v) for k, v in metrics.items() if k.startswith("reward/")})
+        return row
+
+    def write(self, timesteps: int, metrics: dict[str, Any]) -> None:
+        row = self.row(timesteps, metrics)
+        if self.fields is None:
+            self.fields = list(row)
+            with open(self.directory / "curve.csv", "w", newline="") as f:
+                csv.DictWriter(f, self.fields).writeheader()
+        with open(self.directory / "curve.csv", "a", newline="") as f:
+            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
+        with open(self.directory / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"timesteps": int(timesteps), **{k: _finite(v) for k, v in metrics.items()}}) + "\n")
+        self.rows += 1
+
+    def __call__(self, agent: Any, metrics: dict[str, Any]) -> bool:
+        self.write(int(getattr(agent, "num_timesteps", 0)), metrics)
+        return self.time_budget is None or time.perf_counter() - self.start < self.time_budget
+
+
+def run_cell(
+    cell: Cell, out_dir: str | Path, *, directory: str | Path | None = None, progress_bar: bool = False
+) -> CellResult:
+    """Train (if the agent learns) and evaluate one cell, writing its directory
+    (``out_dir/cell.key``, or ``directory`` when given); errors are caught, logged to
+    ``error.txt`` and reported as ``status="failed"``."""
+    if directory is None:
+        out_dir, directory = Path(out_dir), cell_dir(out_dir, cell)
+    else:  # a single run (lm-gym train): the log goes next to the results
+        out_dir = directory = Path(directory)
+    if (directory / DONE).is_file():
+        return CellResult(cell, "cached", eval=json.loads((directory / "eval.json").read_text()))
+    clear_cell(directory)  # an interrupted or failed earlier attempt: start over
+    directory.mkdir(parents=True, exist_ok=True)
+    log_event(out_dir, f"start {cell.key} pid={os.getpid()}")
+    start = time.perf_counter()
+    try:
+        import agents
+
+        agent = build_agent(cell)
+        config = {"cell": cell.to_dict(), "agent_config": agent_config(agent, cell), "versions": versions()}
+        write_atomic(directory / "config.json", json.dumps(config, indent=2, default=str))
+        writer = CurveWriter(directory, cell.time_budget)
+        train_start = time.perf_counter()
+        trained = learns(agent, cell.agent)
+        if trained:
+            agent.learn(total_timesteps=cell.budget, callback=writer, progress_bar=progress_bar)
+        train_seconds = time.perf_counter() - train_start
+        if cell.save_agent and callable(getattr(agent, "save", None)):
+            agent.save(directory / "agent")
+        eval_start = time.perf_counter()
+        result = agents.evaluate(
+            agent, cell.env_id, n_episodes=cell.eval_episodes, seed=cell.eval_seed,
+            return_episodes=True, **cell.env_kwargs,
+        )
+        episodes = result.pop("episodes")
+        timesteps = int(getattr(agent, "num_timesteps", 0) or 0)
+        result.update(
+            num_timesteps=timesteps, trained=trained, train_seconds=round(train_seconds, 3),
+            eval_seconds=round(time.perf_counter() - eval_start, 3),
+        )
+        if writer.rows == 0:  # non-learning agents (or a learner that never called back)
+            writer.write(timesteps, {"mean_reward": result["mean_reward"], **{k: v for k, v in result.items() if k.startswith("reward/")}})
+        with open(directory / "samples.jsonl", "w") as f:
+            for ep in episodes:
+                f.write(json.dumps(dataclasses.asdict(ep)) + "\n")
+        write_atomic(directory / "eval.json", json.dumps(result, indent=2, default=str))
+        seconds = time.perf_counter() - start
+        write_atomic(directory / DONE, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {seconds:.1f}s\n")
+    except Exception as e:  # noqa: BLE001 - one failed cell must not stop the grid
+        (directory / "error.txt").write_text(traceback.format_exc())
+        log_event(out_dir, f"failed {cell.key}: {e!r}")
+        logger.error("cell %s failed: %r (traceback in %s)", cell.key, e, directory / "error.txt")
+        return CellResult(cell, "failed", seconds=time.perf_counter() - start, error=repr(e))
+    log_event(out_dir, f"done {cell.key} mean_reward={result['mean_reward']:.4f} {seconds:.1f}s")
+    return CellResult(cell, "done", eval=result, seconds=seconds)
+
+
+# -- the grid -------------------------------------------------------------------------------
+
+
+def run_bench(
+    config: BenchConfig | None = None,
+    out: str | Path = "runs/bench",
+    *,
+    backend: Any = None,
+    progress: bool = True,
+    report: bool = True,
+    **overrides: Any,
+) -> list[CellResult]:
+    """Run a grid and summarise it.
+
+    Args:
+        config: the grid (default :class:`BenchConfig` ()); ``overrides`` replace its fields.
+        out: the results directory; cells already finished there (``done``) are skipped.
+        backend: a :class:`~lm_gym.bench.backends.Backend` or a registered name
+            (default ``config.backend``, ``"local"``).
+        progress: a progress bar over cells (and the learner's own bar with one worker).
+        report: write ``results.md`` (and the plots when ``config.plots``) after the grid.
+
+    Returns:
+        One :class:`CellResult` per cell, in grid order.
+    """
+    from tqdm.auto import tqdm
+
+    from lm_gym.bench.backends import get_backend
+
+    config = dataclasses.replace(config or BenchConfig(), **overrides) if overrides else (config or BenchConfig())
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "bench.json", json.dumps(config.to_dict(), indent=2, default=str))
+    for env_id, agent, reason in config.skipped():
+        logger.info("skipping %s on %s: %s", agent, env_id, reason)
+    cells = config.cells()
+    results: dict[str, CellResult] = {}
+    todo = []
+    for cell in cells:
+        if is_done(out_dir, cell):
+            results[cell.key] = CellResult(cell, "cached", eval=json.loads((cell_dir(out_dir, cell) / "eval.json").read_text()))
+        else:
+            todo.append(cell)
+    if results:
+        logger.info("%d of %d cells already done in %s; running the other %d", len(results), len(cells), out_dir, len(todo))
+    runner = get_backend(backend if backend is not None else config.backend, workers=config.workers)
+    bar = tqdm(total=len(todo), desc="bench", unit="cell", disable=not progress or not todo)
+    inline_bars = progress and runner.workers == 1
+    try:
+        for result in runner.run(todo, out_dir, progress_bar=inline_bars):
+            results[result.cell.key] = result
+            bar.update(1)
+            what = f"{result.eval['mean_reward']:.3f}" if result.eval else f"FAILED ({result.error})"
+            if progress:
+                bar.write(f"{result.cell.agent} on {result.cell.env_id} seed {result.cell.seed}: {what} [{result.seconds:.0f}s]")
+    finally:
+        bar.close()
+        runner.close()
+    ordered = [results[c.key] for c in cells if c.key in results]
+    failed = [r for r in ordered if r.status == "failed"]
+    if failed:
+        logger.warning("%d cells failed (see error.txt in each): %s", len(failed), ", ".join(r.cell.key for r in failed))
+    if report:
+        from lm_gym.bench.report import write_report
+
+        write_report(out_dir, config, plots=config.plots)
+    return ordered
