@@ -181,8 +181,8 @@ def split_list(text: str) -> list[str]:
 
 
 def is_text_env(env_id: str) -> bool:
-    """Whether an env id's task runs a pretrained LM (its constructor takes ``model=``);
-    checked on the registered task class, without making the env."""
+    """Whether an env id's task runs a pretrained LM (its constructor, or a base class's,
+    takes ``model=``); checked on the registered task class, without making the env."""
     import gymnasium as gym
 
     try:
@@ -193,9 +193,13 @@ def is_text_env(env_id: str) -> bool:
     if isinstance(task, str):
         module, _, attr = task.partition(":")
         task = getattr(importlib.import_module(module), attr)
-    if task is None:
+    if not isinstance(task, type):
         return False
-    return "model" in inspect.signature(task).parameters
+    for klass in task.__mro__:  # subclasses often take **kwargs and pass model= up
+        init = klass.__dict__.get("__init__")
+        if init is not None and "model" in inspect.signature(init).parameters:
+            return True
+    return False
 
 
 def skip_reason(env_id: str, agent: str) -> str | None:

@@ -181,7 +181,7 @@ class CurveWriter:
     def row(self, timesteps: int, metrics: dict[str, Any]) -> dict[str, Any]:
         reward = metrics.get("rollout/ep_rew_mean", metrics.get("mean_reward"))
         row = {"timesteps": int(timesteps), "time_s": round(time.perf_counter() - self.start, 3), "reward": _finite(reward)}
-        row.update({k.removeprefix("reward/"): _finite(v) for k, v in metrics.items() if k.startswith("reward/")})
+        row.update({k.removeprefix("reward/"): _finite(v) for k, v in metrics.items() if k.startswith("reward/") and not k.startswith("reward/_")})
         return row
 
     def write(self, timesteps: int, metrics: dict[str, Any]) -> None:
