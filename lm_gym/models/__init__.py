@@ -16,9 +16,11 @@ This module imports neither torch nor transformers until a function is called.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,13 +96,30 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+@contextlib.contextmanager
+def _quiet_progress(quiet: bool) -> Iterator[None]:
+    """Hide transformers' per-load "Loading weights" bar for local checkpoints (a bar is for
+    a person waiting on a download, not for the second it takes to read a small file)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    if quiet and enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _load(kind: str, loader: Any, name_or_path: Any, **kwargs: Any) -> Any:
     """``loader.from_pretrained`` with local/offline handling and typed errors."""
     source, local = _resolve(name_or_path)
     if local or _offline():
         kwargs.setdefault("local_files_only", True)
     try:
-        return loader.from_pretrained(source, **kwargs)
+        with _quiet_progress(local):
+            return loader.from_pretrained(source, **kwargs)
     except _hub_errors() as e:
         where = (
             f"from the local directory {source!r}"
