@@ -262,6 +262,13 @@ def test_mean_curve_interpolates_seeds_on_common_steps():
     np.testing.assert_allclose(high, [1.0, 1.0, 1.0])
 
 
+def test_smooth_is_a_trailing_moving_average():
+    from lm_gym.bench.report import smooth
+
+    np.testing.assert_allclose(smooth(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])
+    np.testing.assert_allclose(smooth(np.array([1.0, 3.0, 5.0]), 1), [1.0, 3.0, 5.0])
+
+
 def test_plots_without_matplotlib_name_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(error.DependencyNotInstalled, match=r"pip install 'lm-gym\[plot\]'"):

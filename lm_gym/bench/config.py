@@ -214,7 +214,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         envs=["lm_gym/KeywordToy-v0", "lm_gym/SentimentContinuation-v0"],
         agents=["random", "model", "ppo"],
         seeds=1,
-        budget={"lm_gym/KeywordToy-v0": 30_000, "lm_gym/SentimentContinuation-v0": 6_000},
+        budget={"lm_gym/KeywordToy-v0": 100_000, "lm_gym/SentimentContinuation-v0": 100_000},
         eval_episodes=100,
         workers=1,
     ),

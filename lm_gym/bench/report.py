@@ -162,8 +162,20 @@ def _figure(**kwargs: Any) -> Any:
     return Figure(**kwargs)
 
 
-def mean_curve(curves: Sequence[list[dict[str, float]]], key: str = "reward", points: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Seeds' curves on a common grid of env steps (up to the shortest run): ``(steps, mean, low, high)``."""
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average over ``window`` points (shorter at the start), as SB3's plots."""
+    if window <= 1:
+        return values
+    csum = np.cumsum(np.insert(values, 0, 0.0))
+    n = np.minimum(np.arange(1, len(values) + 1), window)
+    return (csum[1:] - csum[np.arange(1, len(values) + 1) - n]) / n
+
+
+def mean_curve(
+    curves: Sequence[list[dict[str, float]]], key: str = "reward", points: int = 100, window: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Seeds' curves (each smoothed over ``window`` updates) on a common grid of env steps,
+    up to the shortest run: ``(steps, mean, low, high)`` over seeds."""
     curves = [[r for r in c if not math.isnan(r.get(key, math.nan))] for c in curves]
     curves = [c for c in curves if c]
     if not curves:
@@ -172,7 +184,9 @@ def mean_curve(curves: Sequence[list[dict[str, float]]], key: str = "reward", po
     end = min(c[-1]["timesteps"] for c in curves)
     start = max(c[0]["timesteps"] for c in curves)
     steps = np.linspace(start, end, points) if end > start else np.array([end])
-    ys = np.stack([np.interp(steps, [r["timesteps"] for r in c], [r[key] for r in c]) for c in curves])
+    ys = np.stack([
+        np.interp(steps, [r["timesteps"] for r in c], smooth(np.array([r[key] for r in c]), window)) for c in curves
+    ])
     return steps, ys.mean(0), ys.min(0), ys.max(0)
 
 
@@ -188,7 +202,8 @@ def plot_curves(ax: Any, records: Sequence[CellRecord], agent_names: Sequence[st
         if not any(r.eval.get("trained") for r in recs):  # a baseline: its evaluation as a flat line
             ax.axhline(np.mean([r.eval["mean_reward"] for r in recs]), ls="--", lw=1.2, color=colors[a], label=a)
             continue
-        steps, mean, low, high = mean_curve([r.curve for r in recs])
+        window = max(1, min(len(r.curve) for r in recs) // 20)  # about 5% of the run
+        steps, mean, low, high = mean_curve([r.curve for r in recs], window=window)
         if len(steps):
             ax.plot(steps, mean, color=colors[a], label=a)
             ax.fill_between(steps, low, high, color=colors[a], alpha=0.2)
@@ -200,7 +215,7 @@ def plot_curves(ax: Any, records: Sequence[CellRecord], agent_names: Sequence[st
 
 def plot_results(records: Sequence[CellRecord], out_dir: str | Path, config: BenchConfig | None = None) -> list[Path]:
     """Write ``learning_curves.png`` (one panel per env: each learner's training reward,
-    mean over seeds with the min–max band; baselines as dashed lines at their evaluation
+    smoothed over ~5% of its updates, mean over seeds with the min–max band; baselines as dashed lines at their evaluation
     reward), ``curves/<env>.png`` (the same, one file per env) and ``final_reward.png``
     (evaluation reward per env and agent, error bars = std over seeds). Returns the paths."""
     out_dir = Path(out_dir)
