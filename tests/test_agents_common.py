@@ -1,0 +1,269 @@
+"""Rollouts, checkpoints, logging and predict shared by the LM learners (agents.common),
+and the zero-shot ModelAgent."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+import agents
+from agents import common
+from agents.model import ModelAgent
+from agents.ppo import PPO
+from agents.reinforce import Reinforce
+
+COPY = "lm_gym/Copy-v0"
+SMALL = {"alphabet_size": 2, "min_length": 2, "max_length": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_agent(cls=Reinforce, **kw):
+    config = dict(env_kwargs=SMALL, n_envs=8, batch_size=8, seed=0)
+    config.update(kw)
+    return cls(COPY, **config)
+
+
+def params(agent):
+    return {k: v.detach().clone() for k, v in agent.policy.state_dict().items()}
+
+
+def assert_params_equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+# -- rollouts ---------------------------------------------------------------------------
+
+
+def test_collect_matches_teacher_forcing_and_env_rewards():
+    agent = small_agent(n_envs=8, batch_size=16)  # two rounds of 8
+    batch = common.collect(agent, None)
+    b, c = batch.completion_mask.shape
+    assert b == 16 and batch.input_ids.shape == (16, batch.prompt_width + c)
+    # Every episode ended once: length >= 1, EOS only as the last token.
+    lengths = batch.lengths.astype(int)
+    assert (lengths >= 1).all() and (lengths <= 3).all()  # max_length 2 + EOS
+    comp = batch.input_ids[:, batch.prompt_width:]
+    for row, n in zip(comp, lengths):
+        assert 1 not in row[: n - 1]
+        assert set(row[:n].tolist()) <= {1, 2, 3}  # EOS, 'a', 'b' (the action mask; '=' is 4)
+    # The env's score sits at the last token; components came along.
+    assert np.allclose(batch.rewards[np.arange(b), lengths - 1], batch.scores)
+    assert set(batch.components) == {"accuracy", "length", "exact"}
+    # Log-probs and values recorded with the KV cache equal one teacher-forced forward.
+    with torch.no_grad():
+        t = batch.tensors(agent.policy.device)
+        ev = common.teacher_forced(agent.policy, t, common.completion_slice(batch), agent.action_mask)
+    m = batch.completion_mask > 0
+    np.testing.assert_allclose(ev.logprobs.numpy()[m], batch.logprobs[m], atol=1e-5)
+    np.testing.assert_allclose(ev.values.numpy()[m], batch.values[m], atol=1e-6)
+    assert batch.env_steps >= int(lengths.sum())
+
+
+def test_samples_per_prompt_groups_share_their_prompt():
+    agent = small_agent(n_envs=8, batch_size=8, samples_per_prompt=4, env_kwargs={"alphabet_size": 4})
+    batch = common.collect(agent, None)
+    prompts = batch.input_ids[:, : batch.prompt_width]
+    assert (prompts[:4] == prompts[0]).all() and (prompts[4:] == prompts[4]).all()
+    # Across 20 groups the prompts are not all the same.
+    many = [tuple(common.collect(agent, None).input_ids[0, : batch.prompt_width]) for _ in range(10)]
+    assert len(set(many)) > 1
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_collect_works_with_either_autoreset_mode(mode):
+    import gymnasium as gym
+
+    envs = gym.make_vec(COPY, num_envs=4, vectorization_mode="vector_entry_point", autoreset_mode=mode, **SMALL)
+    agent = Reinforce(envs, batch_size=4, seed=0)
+    batch = common.collect(agent, None)
+    assert batch.completion_mask.shape[0] == 4 and (batch.lengths >= 1).all()
+    with torch.no_grad():
+        t = batch.tensors(agent.policy.device)
+        ev = common.teacher_forced(agent.policy, t, common.completion_slice(batch), agent.action_mask)
+    m = batch.completion_mask > 0
+    np.testing.assert_allclose(ev.logprobs.numpy()[m], batch.logprobs[m], atol=1e-5)
+
+
+def test_rollout_buffer_bytes_per_token_do_not_grow_with_the_vocabulary():
+    per_cell = {}
+    for alphabet in (2, 26):  # V = 5 and V = 29
+        agent = small_agent(env_kwargs={"alphabet_size": alphabet, "min_length": 3, "max_length": 3}, kl_coef=0.1)
+        batch = common.collect(agent, agent.reference)
+        assert batch.ref_logprobs is not None
+        per_cell[alphabet] = batch.nbytes() / batch.input_ids.size
+    assert per_cell[2] == pytest.approx(per_cell[26], rel=0.2)
+    assert per_cell[26] < 64  # a few ints and floats per token, never x V
+
+
+# -- predict ----------------------------------------------------------------------------
+
+
+def test_predict_with_cache_equals_prefill_and_single_obs():
+    agent = small_agent(cls=PPO)
+    envs = agents.make_vec_env(COPY, 4, **SMALL)
+    obs, _ = envs.reset(seed=3)
+    start = np.ones(4, dtype=bool)
+    for _ in range(6):
+        cached, _ = agent.predict(obs, episode_start=start, deterministic=True)
+        fresh, _ = PPO.predict(agent, obs, episode_start=None, deterministic=True)
+        np.testing.assert_array_equal(cached, fresh)
+        single, _ = agent.predict({k: v[2] for k, v in obs.items()}, deterministic=True)
+        assert np.ndim(single) == 0 and single == fresh[2]
+        # predict(None) above dropped the cache; rebuild it for the next cached call
+        agent.predict(obs, episode_start=np.ones(4, dtype=bool), deterministic=True)
+        obs, _, term, trunc, _ = envs.step(cached)
+        start = term | trunc
+
+
+def test_model_agent_is_the_untrained_policy_and_evaluates():
+    agent = agents.make("model", COPY, seed=0, env_kwargs=SMALL)
+    assert isinstance(agent, ModelAgent)
+    # A toy task's model is a fresh policy from the seed: the same weights as a learner's start.
+    learner = small_agent(policy_seed=0)
+    assert_params_equal(params(agent), params(learner))
+    out = agents.evaluate(agent, n_episodes=16, seed=0)
+    assert 0.0 <= out["mean_reward"] <= 1.0 and out["n_episodes"] == 16
+    with pytest.raises(agents.base.error.InvalidArgument, match="temperature"):
+        ModelAgent(COPY, temperature=0.0, env_kwargs=SMALL)
+
+
+def test_model_agent_save_load_round_trip(tmp_path):
+    agent = ModelAgent(COPY, seed=1, temperature=0.7, env_kwargs=SMALL, n_envs=2)
+    agent.save(tmp_path / "m")
+    back = ModelAgent.load(tmp_path / "m")
+    assert back.temperature == 0.7 and back.n_envs == 2
+    assert_params_equal(params(agent), params(back))
+
+
+# -- save, load, checkpoints, resume ---------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [Reinforce, PPO])
+def test_save_load_predict_gives_the_same_actions(cls, tmp_path):
+    agent = small_agent(cls=cls)
+    agent.learn(100)
+    agent.save(tmp_path / "agent")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    back = cls.load(tmp_path / "agent")
+    assert back.num_timesteps == agent.num_timesteps and back.n_updates == agent.n_updates
+    assert_params_equal(params(agent), params(back))
+    envs = agents.make_vec_env(COPY, 8, **SMALL)
+    obs, _ = envs.reset(seed=0)
+    for det in (True, False):
+        agent.policy.seed(7)
+        back.policy.seed(7)
+        a1, _ = agent.predict(obs, deterministic=det)
+        a2, _ = back.predict(obs, deterministic=det)
+        np.testing.assert_array_equal(a1, a2)
+    # Saving again over the same path replaces it completely.
+    agent.learn(50)
+    agent.save(tmp_path / "agent")
+    assert cls.load(tmp_path / "agent").num_timesteps == agent.num_timesteps
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("cls", [Reinforce, PPO])
+def test_killed_run_resumes_from_its_last_checkpoint(cls, tmp_path):
+    total = 400
+    reference = small_agent(cls=cls)
+    reference.learn(total)
+
+    def kill_after_3(agent, metrics):
+        if agent.n_updates == 3:
+            raise Killed
+
+    run = tmp_path / "run"
+    first = small_agent(cls=cls, run_dir=str(run), checkpoint_every=2)
+    with pytest.raises(Killed):
+        first.learn(total, callback=kill_after_3)
+    (ckpt,) = common.checkpoints_of(run)  # update 2 (update 3 was never checkpointed)
+    assert ckpt.name == "update_0000002"
+    saved = common.read_state(ckpt)
+
+    second = small_agent(cls=cls, run_dir=str(run), checkpoint_every=2)
+    seen = []
+
+    def record(agent, metrics):
+        seen.append((agent.n_updates, agent.num_timesteps))
+
+    second.learn(total, callback=record, resume=True)
+    # It restarted at the checkpoint (update 3 came next) and ran to the total ...
+    assert seen[0][0] == 3 and seen[0][1] > saved["num_timesteps"]
+    assert second.num_timesteps >= total and second.num_timesteps == reference.num_timesteps
+    # ... losing nothing: the same weights as a run that was never interrupted.
+    assert_params_equal(params(second), params(reference))
+    rows = list(csv.DictReader((run / "progress.csv").open()))
+    assert [int(float(r["time/iterations"])) for r in rows] == list(range(1, second.n_updates + 1))
+
+
+def test_resume_needs_a_run_dir():
+    with pytest.raises(agents.base.error.InvalidArgument, match="run_dir"):
+        small_agent().learn(10, resume=True)
+
+
+def test_checkpoint_parameters_equal_the_agent_at_that_update(tmp_path):
+    snapshots = {}
+
+    def snap(agent, metrics):
+        snapshots[agent.n_updates] = (params(agent), agent.num_timesteps)
+
+    agent = small_agent(run_dir=str(tmp_path), checkpoint_every=1, keep_checkpoints=2)
+    agent.learn(150, callback=snap)
+    ckpts = common.checkpoints_of(tmp_path)
+    assert len(ckpts) == 2  # older ones pruned
+    restored = small_agent()
+    common.load_agent_state(restored, ckpts[-2])
+    n = restored.n_updates
+    assert_params_equal(params(restored), snapshots[n][0])
+    assert restored.num_timesteps == snapshots[n][1]
+
+
+# -- metrics, callbacks, progress bar ---------------------------------------------------
+
+
+def test_metrics_csv_callback_stop_and_progress_bar(tmp_path, capsys):
+    calls = []
+
+    def stop_at_2(agent, metrics):
+        calls.append(metrics)
+        return agent.n_updates < 2
+
+    agent = small_agent(cls=PPO, run_dir=str(tmp_path), kl_coef=0.1)
+    agent.learn(10_000, callback=stop_at_2, progress_bar=True)
+    assert agent.n_updates == 2 and len(calls) == 2
+    for key in ("rollout/ep_rew_mean", "train/approx_kl", "train/clip_fraction", "train/entropy",
+                "train/explained_variance", "train/kl_coef", "reward/accuracy", "time/fps"):
+        assert key in calls[0], key
+    assert calls[0]["train/kl_coef"] == pytest.approx(0.1)
+    rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    assert len(rows) == 2 and float(rows[1]["rollout/ep_rew_mean"]) == pytest.approx(calls[1]["rollout/ep_rew_mean"])
+    assert "ppo" in capsys.readouterr().err  # tqdm's bar, labelled with the agent
+
+
+def test_config_is_validated_with_clear_messages():
+    err = agents.base.error.InvalidArgument
+    with pytest.raises(err, match=r"batch_size=0 is invalid: use an integer >= 1"):
+        small_agent(batch_size=0)
+    with pytest.raises(err, match=r"samples_per_prompt=3 is invalid: it must divide n_envs=8"):
+        small_agent(samples_per_prompt=3)
+    with pytest.raises(err, match=r"temperature=-1 is invalid"):
+        small_agent(temperature=-1)
+    with pytest.raises(err, match=r"unknown ReinforceConfig field\(s\) \['lr'\]"):
+        small_agent(lr=0.1)
+    with pytest.raises(err, match=r"top_p=1.5 is invalid: use a number in \(0, 1\]"):
+        small_agent(cls=PPO, top_p=1.5)
