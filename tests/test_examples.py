@@ -17,7 +17,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CASES = {
     "quickstart.py": (["random", "model", "ppo"], ["| ppo |", "| model |", "| random |"]),
     "custom_reward.py": (["model", "reinforce"], ["happy-word share: zero-shot"]),
-    "custom_task.py": (["random", "ppo"], ["': reward 1.00 {'correct': 1.0", "| AnimalSounds-v0 |"]),
+    "custom_task.py": (["random", "ppo"], ["': reward 1.00 {'correct': 1.0", "| my_tasks/AnimalSounds-v0 |"]),
     "custom_agent.py": (["random"], ["CopyCat reward 1.000 (exact 1.00)", "**1.000 ± 0.000**"]),
     "sb3_baseline.py": (["sb3-maskable_ppo"], ["SB3 PPO on lm_gym/Parentheses-v0", "sb3-maskable_ppo: reward"]),
     "hf_model.py": (["model", "ppo"], ["zero-shot reward", "PPO reward"]),
