@@ -113,6 +113,8 @@ def test_budget_per_env_and_config_errors(tmp_path):
         bench.BenchConfig(budget=-5)
     with pytest.raises(error.InvalidArgument, match="workers must be a positive integer, got 0"):
         bench.BenchConfig(workers=0)
+    with pytest.raises(error.InvalidArgument, match="threads must be a positive integer, got 0"):
+        bench.BenchConfig(threads=0)
     with pytest.raises(error.UnknownName, match="Did you mean 'quickstart'"):
         bench.preset("quickstrat")
     with pytest.raises(error.InvalidArgument, match="lm-gym list"):

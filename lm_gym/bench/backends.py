@@ -33,10 +33,12 @@ class Backend(abc.ABC):
         workers: how many cells may run at once.
     """
 
-    def __init__(self, workers: int = 1) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise error.InvalidArgument(f"workers must be a positive integer, got {workers!r}")
+    def __init__(self, workers: int = 1, threads: int = 1) -> None:
+        for name, value in (("workers", workers), ("threads", threads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise error.InvalidArgument(f"{name} must be a positive integer, got {value!r}")
         self.workers = workers
+        self.threads = threads
 
     @abc.abstractmethod
     def run(self, cells: Sequence[Cell], out_dir: Path, **options: Any) -> Iterator[CellResult]:
@@ -55,11 +57,6 @@ class Backend(abc.ABC):
         self.close()
 
 
-def torch_threads_for(workers: int) -> int:
-    """Each worker's torch thread count: the cores shared out, at least one."""
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
 def _init_worker(threads: int) -> None:
     # Runs once in every worker process, before any cell.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -74,11 +71,12 @@ class LocalBackend(Backend):
     """This machine. ``workers=1`` runs cells one after another in this process; more
     workers run them in a pool of ``workers`` processes (started with ``mp_context``,
     ``"spawn"`` by default, so scripts that call the harness need an
-    ``if __name__ == "__main__":`` guard). Each process gets ``cores // workers`` torch
-    threads."""
+    ``if __name__ == "__main__":`` guard). Each cell runs with ``threads`` torch threads:
+    one by default, the fastest for the small models here and never oversubscribing
+    the cores when other work shares them."""
 
-    def __init__(self, workers: int = 1, mp_context: str = "spawn") -> None:
-        super().__init__(workers)
+    def __init__(self, workers: int = 1, threads: int = 1, mp_context: str = "spawn") -> None:
+        super().__init__(workers, threads)
         self.mp_context = mp_context
 
     def run(self, cells: Sequence[Cell], out_dir: Path, **options: Any) -> Iterator[CellResult]:
@@ -86,7 +84,7 @@ class LocalBackend(Backend):
 
         if not cells:
             return
-        threads = torch_threads_for(self.workers)
+        threads = self.threads
         if self.workers == 1 or len(cells) == 1:
             import torch
 
@@ -134,10 +132,10 @@ def register_backend(name: str, cls: type[Backend]) -> None:
     BACKENDS[name] = cls
 
 
-def get_backend(name: str | Backend, workers: int = 1) -> Backend:
+def get_backend(name: str | Backend, workers: int = 1, threads: int = 1) -> Backend:
     """A backend instance by name (or the instance given)."""
     if isinstance(name, Backend):
         return name
     if name not in BACKENDS:
         raise error.unknown("bench backend", name, BACKENDS)
-    return BACKENDS[name](workers=workers)
+    return BACKENDS[name](workers=workers, threads=threads)

@@ -62,6 +62,8 @@ class BenchConfig:
     """gym.make keyword arguments per env id, e.g. {'lm_gym/Continuation-v0': {'max_new_tokens': 16}}."""
     workers: int = 1
     """Cells run at once, each in its own process (1: one after another in this process)."""
+    threads: int = 1
+    """Torch threads of each worker (1 suits the small models; more only for big ones)."""
     backend: str = "local"
     """Where cells run: 'local' (a process pool on this machine)."""
     save_agents: bool = False
@@ -93,7 +95,7 @@ class BenchConfig:
             isinstance(self.time_budget, (int, float)) and self.time_budget > 0
         ):
             raise error.InvalidArgument(f"time_budget must be a positive number of seconds or None, got {self.time_budget!r}")
-        for name in ("eval_episodes", "workers"):
+        for name in ("eval_episodes", "workers", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise error.InvalidArgument(f"{name} must be a positive integer, got {value!r}")

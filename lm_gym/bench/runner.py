@@ -304,7 +304,7 @@ def run_bench(
             todo.append(cell)
     if results:
         logger.info("%d of %d cells already done in %s; running the other %d", len(results), len(cells), out_dir, len(todo))
-    runner = get_backend(backend if backend is not None else config.backend, workers=config.workers)
+    runner = get_backend(backend if backend is not None else config.backend, workers=config.workers, threads=config.threads)
     bar = tqdm(total=len(todo), desc="bench", unit="cell", disable=not progress or not todo)
     inline_bars = progress and runner.workers == 1
     try:
