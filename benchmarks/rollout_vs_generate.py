@@ -1,0 +1,136 @@
+"""Rollout speed through the env API vs ``model.generate``, and rollout-buffer memory.
+
+Measures, in one run and on the same model (the built-in LM), tokens/s of
+
+- rollouts through ``gym.make_vec(..., vectorization_mode="vector_entry_point")`` driven by
+  ``agents.make("model", envs)``: KV-cached ``predict`` with ``episode_start`` flags, every
+  slot stepping every step, episodes autoresetting (prefilled) as they end;
+- ``model.generate`` (sampling, KV cache) on the same prompts, batch and length
+  (``min_new_tokens = max_new_tokens`` so every row generates the full length),
+
+at batch 1, 16 and 64, and prints the ratio rollout / generate (target >= 1.0 at 16 and
+64). Same length means EOS is masked on both sides (generate's ``min_new_tokens``, the
+agent's action mask), so every episode runs the full budget. A last column shows free-running
+rollouts, where EOS ends episodes early and their slots restart (prefill) mid-batch. The env's reward is replaced by a constant so that only generation is timed (the
+task's scorers are benchmarked elsewhere). It then reports rollout-buffer bytes per token
+(``RolloutBatch.nbytes() / (B x (P + C))``, with reference log-probs) for a toy vocabulary
+and the built-in LM's: the contract is that it does not grow with the vocabulary.
+
+    nice python benchmarks/rollout_vs_generate.py [--env lm_gym/Continuation-v0] [--tokens 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import agents
+import lm_gym
+from agents import common
+from agents.base import text_task_of
+from lm_gym.models import load_model_and_tokenizer
+
+
+def zero_reward(prompts: list[str], completions: list[str], **meta: object) -> list[float]:
+    return [0.0] * len(completions)
+
+
+class Rollout:
+    """Env-API rollouts of ``batch`` slots with the "model" agent."""
+
+    def __init__(self, env_id: str, batch: int, tokens: int, *, allow_eos: bool = False) -> None:
+        self.envs = gym.make_vec(env_id, num_envs=batch, vectorization_mode="vector_entry_point",
+                                 autoreset_mode="SameStep", reward=zero_reward, max_new_tokens=tokens,
+                                 copy=False)  # views: predict consumes each obs before the next step
+        self.agent = agents.make("model", self.envs, seed=0)
+        self.batch, self.tokens = batch, tokens
+        if not allow_eos:  # as generate's min_new_tokens: EOS masked, every episode runs `tokens`
+            eos = text_task_of(self.envs).tokenizer.eos_token_id
+            mask = np.ones(self.envs.single_action_space.n, dtype=bool)
+            if self.agent.action_mask is not None:
+                mask &= self.agent.action_mask
+            mask[eos] = False
+            self.agent.action_mask = mask
+        obs, _ = self.envs.reset(seed=0)
+        self.first_obs = {k: v.copy() for k, v in obs.items()}
+        self.tokens_per_s(1)  # warm-up
+
+    def tokens_per_s(self, rounds: int) -> float:
+        obs, _ = self.envs.reset(seed=0)
+        start_flags = np.ones(self.batch, dtype=bool)
+        start = time.perf_counter()
+        for _ in range(rounds * self.tokens):
+            actions, _ = self.agent.predict(obs, episode_start=start_flags)
+            obs, _, terminated, truncated, _ = self.envs.step(actions)
+            start_flags = terminated | truncated
+        return self.batch * rounds * self.tokens / (time.perf_counter() - start)
+
+
+class Generate:
+    """``model.generate`` on the rollout's first prompts, sampling the full length."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: object, first_obs: dict, tokens: int) -> None:
+        mask = torch.as_tensor(first_obs["attention_mask"]).long()
+        keep = mask.sum(0) > 0  # drop all-padding columns (generate gets the prompts alone)
+        self.ids = torch.as_tensor(first_obs["input_ids"])[:, keep]
+        self.mask = mask[:, keep]
+        self.model, self.tokens = model, tokens
+        self.kwargs = dict(do_sample=True, top_k=0, max_new_tokens=tokens, min_new_tokens=tokens,
+                           pad_token_id=tokenizer.pad_token_id)
+        self.tokens_per_s(1)  # warm-up
+
+    def tokens_per_s(self, rounds: int) -> float:
+        with torch.no_grad():
+            start = time.perf_counter()
+            for _ in range(rounds):
+                self.model.generate(input_ids=self.ids, attention_mask=self.mask, **self.kwargs)
+        return self.ids.shape[0] * self.tokens * rounds / (time.perf_counter() - start)
+
+
+def buffer_bytes_per_token(env_id: str, **env_kwargs: object) -> tuple[int, float]:
+    agent = agents.make("ppo", env_id, n_envs=8, batch_size=8, seed=0, kl_coef=0.1, env_kwargs=env_kwargs)
+    batch = common.collect(agent, agent.reference)
+    return int(agent.env.single_action_space.n), batch.nbytes() / batch.input_ids.size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="lm_gym/Continuation-v0", help="a text env id on the built-in model")
+    parser.add_argument("--tokens", type=int, default=24, help="new tokens per episode (both sides)")
+    parser.add_argument("--batches", type=int, nargs="*", default=[1, 16, 64])
+    parser.add_argument("--rounds", type=int, default=2, help="episodes per slot per timing")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per measurement (best kept)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    assert lm_gym  # registers the ids
+    model, tokenizer = load_model_and_tokenizer("builtin")
+    print(f"model: builtin ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params), "
+          f"{args.tokens} new tokens, {args.threads} torch thread(s), env {args.env}")
+    print(f"| {'batch':>5} | {'rollout tok/s':>13} | {'generate tok/s':>14} | {'ratio':>5} | "
+          f"{'rollout with EOS restarts tok/s':>31} |")
+    print("|------:|--------------:|---------------:|------:|--------------------------------:|")
+    for b in args.batches:
+        rollout = Rollout(args.env, b, args.tokens)
+        generate = Generate(model, tokenizer, rollout.first_obs, args.tokens)
+        free = Rollout(args.env, b, args.tokens, allow_eos=True)
+        best = {"rollout": 0.0, "generate": 0.0, "free": 0.0}
+        for _ in range(args.repeats):  # interleaved, best of n: the machine may be shared
+            for key, runner in (("rollout", rollout), ("generate", generate), ("free", free)):
+                best[key] = max(best[key], runner.tokens_per_s(args.rounds))
+        print(f"| {b:5d} | {best['rollout']:13.0f} | {best['generate']:14.0f} | "
+              f"{best['rollout'] / best['generate']:5.2f} | {best['free']:31.0f} |", flush=True)
+    print()
+    print(f"| {'env':<24} | {'vocab':>6} | {'buffer bytes/token':>18} |")
+    print("|--------------------------|-------:|-------------------:|")
+    for env_id, kw in (("lm_gym/Copy-v0", {}), (args.env, {"max_new_tokens": args.tokens})):
+        vocab, per_token = buffer_bytes_per_token(env_id, **kw)
+        print(f"| {env_id:<24} | {vocab:6d} | {per_token:18.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
