@@ -538,6 +538,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (error.Error, ValueError) as e:
         print(f"lm-gym {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.command in ("bench", "quickstart"):
+            print("\ninterrupted; run the same command again to finish only the missing cells", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -101,25 +101,31 @@ class LocalBackend(Backend):
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         ctx = multiprocessing.get_context(self.mp_context)
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=min(self.workers, len(cells)), mp_context=ctx, initializer=_init_worker, initargs=(threads,)
-        ) as pool:
-            pending = {pool.submit(run_cell, cell, out_dir, **options): cell for cell in cells}
-            try:
-                while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        cell = pending.pop(future)
-                        exc = future.exception()
-                        if exc is None:
-                            yield future.result()
-                        else:  # the worker process itself died (run_cell catches cell errors)
-                            from lm_gym.bench.runner import CellResult
+        )
+        pending = {pool.submit(run_cell, cell, out_dir, **options): cell for cell in cells}
+        finished = False
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    cell = pending.pop(future)
+                    exc = future.exception()
+                    if exc is None:
+                        yield future.result()
+                    else:  # the worker process itself died (run_cell catches cell errors)
+                        from lm_gym.bench.runner import CellResult
 
-                            yield CellResult(cell=cell, status="failed", error=repr(exc))
-            finally:
-                for future in pending:
-                    future.cancel()
+                        yield CellResult(cell=cell, status="failed", error=repr(exc))
+            finished = True
+        finally:
+            if not finished:
+                # Ctrl-C or an abandoned generator: stop the workers now. Their cells lack the
+                # done marker, so the next run redoes them. (Executor.terminate_workers is 3.14+.)
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+            pool.shutdown(wait=finished, cancel_futures=True)
 
 
 BACKENDS: dict[str, type[Backend]] = {"local": LocalBackend}
