@@ -497,7 +497,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/quickstart", help="results directory")
     p.add_argument("--workers", type=int, default=1, help="cells run at once, each in its own process")
-    p.add_argument("--budget", type=int, default=None, help="env steps per PPO run (default: the preset's, per env)")
+    p.add_argument("--budget", type=int, default=None, help="env steps per PPO run (None: the preset's budget per env)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_quickstart)
 
