@@ -343,7 +343,9 @@ class MetricsLogger:
     lines show without configuring ``logging``.
     """
 
-    def __init__(self, run_dir: str | Path | None, *, verbose: int = 0, tensorboard: bool = False) -> None:
+    def __init__(
+        self, run_dir: str | Path | None, *, verbose: int = 0, tensorboard: bool = False, start_step: int = 0
+    ) -> None:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.verbose = verbose
         self.rows: list[dict[str, float]] = []
@@ -356,19 +358,21 @@ class MetricsLogger:
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             csv_path = self.run_dir / "progress.csv"
-            if csv_path.is_file():  # resuming: keep the earlier rows
+            if csv_path.is_file():  # continuing or resuming: keep the rows up to start_step
                 with csv_path.open() as f:
-                    self.rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+                    rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+                self.rows = [r for r in rows if r.get("time/total_timesteps", 0.0) <= start_step]
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
-                raise error.missing_extra("tensorboard", "dev") from e
+                raise error.DependencyNotInstalled(
+                    "tensorboard=True needs the tensorboard package: pip install tensorboard"
+                ) from e
             self.writer = SummaryWriter(str((self.run_dir or Path("runs")) / "tb"))
 
     def record(self, metrics: Mapping[str, float], step: int) -> None:
         row = {"time/total_timesteps": float(step), **{k: float(v) for k, v in metrics.items()}}
-        self.rows = [r for r in self.rows if r.get("time/total_timesteps", -1) < step]  # resumed: drop rows past the checkpoint
         self.rows.append(row)
         logger.log(
             logging.INFO if self.verbose else logging.DEBUG,
@@ -681,7 +685,9 @@ def learn(
         target = int(total_timesteps)
     else:
         target = agent.num_timesteps + int(total_timesteps)
-    metrics_log = MetricsLogger(cfg.run_dir, verbose=cfg.verbose, tensorboard=cfg.tensorboard)
+    metrics_log = MetricsLogger(
+        cfg.run_dir, verbose=cfg.verbose, tensorboard=cfg.tensorboard, start_step=agent.num_timesteps
+    )
     bar = None
     if progress_bar:
         from tqdm.auto import tqdm

@@ -267,3 +267,27 @@ def test_config_is_validated_with_clear_messages():
         small_agent(lr=0.1)
     with pytest.raises(err, match=r"top_p=1.5 is invalid: use a number in \(0, 1\]"):
         small_agent(cls=PPO, top_p=1.5)
+
+
+def test_tensorboard_without_the_package_names_it(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        agent = small_agent(run_dir=str(tmp_path), tensorboard=True)
+        with pytest.raises(agents.base.error.DependencyNotInstalled, match="pip install tensorboard"):
+            agent.learn(10)
+    else:
+        agent = small_agent(run_dir=str(tmp_path), tensorboard=True)
+        agent.learn(10)
+        assert list((tmp_path / "tb").iterdir())
+
+
+def test_a_second_learn_call_continues_the_csv(tmp_path):
+    agent = small_agent(run_dir=str(tmp_path))
+    agent.learn(20)
+    n = agent.n_updates
+    agent.learn(20)
+    rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    assert len(rows) == agent.n_updates > n
+    steps = [float(r["time/total_timesteps"]) for r in rows]
+    assert steps == sorted(steps) and steps[-1] == agent.num_timesteps
