@@ -320,7 +320,7 @@ class SB3Agent(Agent):
             policy_kwargs["features_extractor_kwargs"] = extractor
             kwargs["policy_kwargs"] = policy_kwargs
         self.algo_kwargs = kwargs
-        n_envs = cfg.n_envs or int(raw.get("n_envs", 1))
+        n_envs = cfg.n_envs or (int(raw.get("n_envs", 1)) if isinstance(env, str) else 1)
         self.vec_env = make_sb3_vec_env(env, n_envs, cfg.env_kwargs)
         self.n_envs = cfg.n_envs = self.vec_env.num_envs
 
