@@ -149,3 +149,14 @@ def test_config_rejects_bad_values():
     with pytest.raises(InvalidArgument, match="adaptive_kl=True needs kl_coef > 0"):
         small(adaptive_kl=True).learn(10)
     assert agents.make("ppo", "lm_gym/Copy-v0", env_kwargs=COPY_SMALL, n_epochs=2).config.n_epochs == 2
+
+
+def test_nlpo_masking_trains_and_refreshes_the_mask_model():
+    agent = small(nlpo_top_p=0.9, nlpo_update_every=2, learning_rate=1e-2)
+    agent.learn(10_000, callback=lambda a, m: a.n_updates < 2)  # exactly two updates
+    assert agent.n_updates == 2
+    for p, q in zip(agent.policy.model.parameters(), agent.policy.mask_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)  # refreshed after the 2nd update
+    agent.learn(10, callback=lambda a, m: False)  # a third update moves the policy only
+    assert any(not torch.equal(p, q) for p, q in zip(agent.policy.model.parameters(),
+                                                      agent.policy.mask_model.parameters()))
