@@ -21,7 +21,8 @@ by both paths, so the zoo trains with the same settings::
     python -m rl_zoo3.train --algo ppo --env lm_gym/Copy-v0 --gym-packages lm_gym \\
         -conf agents/hyperparams/ppo.yml
 
-(``--algo a2c`` / ``dqn`` with their files alike; the zoo has no MaskablePPO, so
+(add ``-n 2000`` for a quick run; ``OMP_NUM_THREADS=1`` keeps these small networks fast on
+a busy CPU; ``--algo a2c`` / ``dqn`` with their files alike; the zoo has no MaskablePPO, so
 ``maskable_ppo.yml`` serves ``SB3MaskablePPO`` only.) The YAML's ``policy_kwargs`` string is
 evaluated by the zoo with Python's ``eval``, so it imports the extractor with the builtin
 ``__import__``; no extra ``--gym-packages`` is needed.
