@@ -495,7 +495,11 @@ def init_lm_agent(
 ) -> None:
     """The construction PPO and REINFORCE share: the env (``Agent.__init__``), RNG, policy,
     optimizer (``default_lr``: (toy, pretrained) when ``learning_rate`` is None), and the KL
-    reference when a KL penalty is used."""
+    reference when a KL penalty is used. Under torchrun (``WORLD_SIZE > 1``) the agent joins
+    the process group and trains data-parallel (:mod:`agents.distributed`)."""
+    from agents import distributed
+
+    agent.dist = distributed.setup(config.device)  # None in a single process
     Agent.__init__(agent, env, n_envs=config.n_envs, seed=config.seed, env_kwargs=config.env_kwargs)
     config.n_envs = agent.n_envs
     agent.config = config
@@ -508,13 +512,17 @@ def init_lm_agent(
     agent.policy = build_policy(
         agent.env, seed=config.policy_seed, temperature=config.temperature, top_k=config.top_k,
         top_p=config.top_p, nlpo_top_p=config.nlpo_top_p, nlpo_update_every=config.nlpo_update_every,
-        toy_model=config.toy_model, device=config.device,
+        toy_model=config.toy_model, device=config.device if agent.dist is None else str(agent.dist.device),
     )
     agent.policy.seed(config.seed if config.seed is not None else config.policy_seed)
     lr = config.learning_rate or default_lr[agent.pretrained]
     agent.optimizer = torch.optim.Adam([p for p in agent.policy.parameters() if p.requires_grad], lr=lr)
     agent.kl_coef = config.resolved_kl_coef(agent.pretrained)
-    agent.reference = build_reference(agent.env, config.policy_seed, config) if agent.kl_coef > 0 else None
+    agent.reference = (
+        build_reference(agent.env, config.policy_seed, config).to(agent.policy.device) if agent.kl_coef > 0 else None
+    )
+    if agent.dist is not None:
+        distributed.prepare_agent(agent)  # rank 0's weights everywhere, one RNG stream per rank
 
 
 def lm_config_dict(agent: Any) -> dict[str, Any]:
@@ -531,11 +539,20 @@ def masked_entropy(entropy: torch.Tensor, mask: torch.Tensor, with_grad: bool) -
     return (entropy * mask).sum() / mask.sum().clamp(min=1)
 
 
+def rank_mean(agent: Any, value: float) -> float:
+    """``value`` averaged over the torchrun ranks (``value`` itself in a single process):
+    for decisions every rank must take alike."""
+    ctx = getattr(agent, "dist", None)
+    return value if ctx is None else ctx.mean(value)
+
+
 def optimizer_step(agent: Any) -> float:
     """Clip the gradient norm (``max_grad_norm``), step, zero; returns the pre-clip norm.
 
     A non-finite gradient skips the step with a warning (the weights stay finite)."""
     params = [p for p in agent.policy.parameters() if p.requires_grad]
+    if getattr(agent, "dist", None) is not None:  # torchrun: the mean gradient over ranks
+        agent.dist.average_gradients(params)
     max_norm = agent.config.max_grad_norm
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf"))
     if torch.isfinite(norm):
@@ -671,6 +688,9 @@ def learn(
     with the same call continues where its last checkpoint left off.
     """
     cfg = agent.config
+    dist_ctx = getattr(agent, "dist", None)  # an agents.distributed.DistContext under torchrun
+    main = dist_ctx is None or dist_ctx.is_main  # only rank 0 writes logs and checkpoints
+    run_dir = cfg.run_dir if main else None
     if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, (int, np.integer)) or total_timesteps < 1:
         raise error.InvalidArgument(f"total_timesteps must be a positive integer, got {total_timesteps!r}")
     if resume:
@@ -682,14 +702,19 @@ def learn(
             logger.info("resumed from %s at %d timesteps", found[-1], agent.num_timesteps)
         else:
             logger.info("resume=True but no checkpoint in %s; starting fresh", cfg.run_dir)
+        if dist_ctx is not None:
+            from agents import distributed
+
+            distributed.after_resume(agent)  # same checkpoint on every rank, fresh RNG per rank
         target = int(total_timesteps)
     else:
         target = agent.num_timesteps + int(total_timesteps)
     metrics_log = MetricsLogger(
-        cfg.run_dir, verbose=cfg.verbose, tensorboard=cfg.tensorboard, start_step=agent.num_timesteps
+        run_dir, verbose=cfg.verbose if main else 0, tensorboard=cfg.tensorboard and main,
+        start_step=agent.num_timesteps,
     )
     bar = None
-    if progress_bar:
+    if progress_bar and main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=target, initial=agent.num_timesteps, unit="tok", desc=agent.name)
@@ -701,20 +726,26 @@ def learn(
             metrics = rollout_metrics(batch)
             metrics.update(update(batch))
             agent.policy.after_update()
-            agent.num_timesteps += batch.env_steps
+            steps = batch.env_steps if dist_ctx is None else dist_ctx.sum_steps(batch.env_steps)
+            agent.num_timesteps += steps
             agent.n_updates += 1
             metrics["time/iterations"] = float(agent.n_updates)
-            metrics["time/fps"] = batch.env_steps / max(time.perf_counter() - start, 1e-9)
+            metrics["time/fps"] = steps / max(time.perf_counter() - start, 1e-9)
+            if dist_ctx is not None:
+                metrics = dist_ctx.mean_metrics(metrics)
             metrics_log.record(metrics, agent.num_timesteps)
-            if cfg.run_dir is not None and agent.n_updates % cfg.checkpoint_every == 0:
+            if run_dir is not None and agent.n_updates % cfg.checkpoint_every == 0:
                 save_checkpoint(agent)
                 last_saved = agent.n_updates
             if bar is not None:
-                bar.update(batch.env_steps)
+                bar.update(steps)
                 bar.set_postfix(reward=f"{metrics['rollout/ep_rew_mean']:.3f}")
-            if callback is not None and callback(agent, metrics) is False:
+            stop = callback is not None and callback(agent, metrics) is False
+            if dist_ctx is not None:
+                stop = dist_ctx.any(stop)  # every rank stops together, or the others deadlock
+            if stop:
                 break
-        if cfg.run_dir is not None and last_saved != agent.n_updates and agent.n_updates > 0:
+        if run_dir is not None and last_saved != agent.n_updates and agent.n_updates > 0:
             save_checkpoint(agent)
     finally:
         if bar is not None:

@@ -205,7 +205,8 @@ class PPO(Agent):
                 stats["ent"].append(entropy.item())
                 stats["kl"].append(approx_kl)
                 stats["clip"].append(clip)
-                if cfg.target_kl is not None and approx_kl > cfg.target_kl:
+                # under torchrun all ranks decide on the same (mean) KL, or they deadlock
+                if cfg.target_kl is not None and common.rank_mean(self, approx_kl) > cfg.target_kl:
                     stopped_early = True
                     break
             if stopped_early:
@@ -227,7 +228,8 @@ class PPO(Agent):
         }
         if stats["vclip"]:
             metrics["train/value_clip_fraction"] = float(np.mean(stats["vclip"]))
-        self.kl_ctl.update(episode_kl, n)  # Ziegler et al. 2019: adapt beta toward the target
+        # Ziegler et al. 2019: adapt beta toward the target (the same beta on every rank)
+        self.kl_ctl.update(common.rank_mean(self, episode_kl) if cfg.adaptive_kl else episode_kl, n)
         self.kl_coef = self.kl_ctl.value
         return metrics
 

@@ -245,8 +245,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         time_budget=args.time_budget, eval_episodes=args.eval_episodes, eval_seed=1_000_000 + args.seed,
         agent_kwargs=overrides, env_kwargs=parse_env_kwargs(args.env_kwarg), save_agent=True,
     )
-    (out / DONE).unlink(missing_ok=True)  # train always trains afresh
-    result = run_cell(cell, out.parent, directory=out, progress_bar=not args.no_progress)
+    from agents import distributed
+
+    if distributed.launched():  # under torchrun: every rank trains, rank 0 writes and reports
+        result = distributed.run_cell(cell, out, progress_bar=not args.no_progress)
+        if not distributed.is_main_process():
+            return 0 if result.status == "done" else 1
+    else:
+        (out / DONE).unlink(missing_ok=True)  # train always trains afresh
+        result = run_cell(cell, out.parent, directory=out, progress_bar=not args.no_progress)
     if result.status != "done":
         print(f"training failed: {result.error} (traceback in {out / 'error.txt'})", file=sys.stderr)
         return 1
