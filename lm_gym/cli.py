@@ -289,12 +289,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_bench_and_print(config: Any, out: str, progress: bool) -> int:
+def _run_bench_and_print(config: Any, out: str, progress: bool, backend: Any = None) -> int:
     from lm_gym.bench import run_bench
 
     quiet_libraries()
     start = time.perf_counter()
-    results = run_bench(config, out, progress=progress)
+    results = run_bench(config, out, progress=progress, backend=backend)
     text = (Path(out) / "results.md").read_text()
     print(text)
     failed = [r for r in results if r.status == "failed"]
@@ -317,7 +317,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         config = preset(args.preset, **overrides)
     else:
         config = BenchConfig(**overrides)
-    return _run_bench_and_print(config, args.out, progress=not args.no_progress)
+    backend = None
+    if args.address is not None or args.gpus_per_cell is not None:
+        from lm_gym.bench import get_backend
+
+        if config.backend != "ray":
+            raise error.InvalidArgument(f"--address and --gpus-per-cell apply to --backend ray, not {config.backend!r}")
+        ray_options = {"address": args.address, "gpus_per_cell": args.gpus_per_cell or 0.0}
+        backend = get_backend("ray", workers=config.workers, threads=config.threads, **ray_options)
+    return _run_bench_and_print(config, args.out, progress=not args.no_progress, backend=backend)
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -492,6 +500,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), help="start from a named grid")
     p.add_argument("--out", default="runs/bench", help="results directory (default: runs/bench)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ray_group = p.add_argument_group("Ray backend (--backend ray; needs the [ray] extra)")
+    ray_group.add_argument("--address", default=None, help="the Ray cluster: 'auto' (the one `ray start` runs here), "
+                           "ray://HOST:10001, or unset: RAY_ADDRESS, else a local Ray instance")
+    ray_group.add_argument("--gpus-per-cell", type=float, default=None, metavar="FLOAT",
+                           help="GPUs each cell's Ray task declares (default 0; pair with agent_kwargs device: auto)")
     add_dataclass_arguments(p.add_argument_group("grid (BenchConfig)"), BenchConfig)
     p.set_defaults(fn=cmd_bench)
 

@@ -129,6 +129,8 @@ class LocalBackend(Backend):
 
 
 BACKENDS: dict[str, type[Backend]] = {"local": LocalBackend}
+LAZY_BACKENDS: dict[str, str] = {"ray": "lm_gym.bench.ray_backend:RayBackend"}
+"""Backends imported on first use (their dependency is an optional extra)."""
 
 
 def register_backend(name: str, cls: type[Backend]) -> None:
@@ -138,10 +140,16 @@ def register_backend(name: str, cls: type[Backend]) -> None:
     BACKENDS[name] = cls
 
 
-def get_backend(name: str | Backend, workers: int = 1, threads: int = 1) -> Backend:
-    """A backend instance by name (or the instance given)."""
+def get_backend(name: str | Backend, workers: int = 1, threads: int = 1, **options: Any) -> Backend:
+    """A backend instance by name (or the instance given); ``options`` go to its constructor
+    (e.g. ``address=`` for ``"ray"``)."""
     if isinstance(name, Backend):
         return name
+    if name not in BACKENDS and name in LAZY_BACKENDS:
+        import importlib
+
+        module, _, attr = LAZY_BACKENDS[name].partition(":")
+        BACKENDS[name] = getattr(importlib.import_module(module), attr)
     if name not in BACKENDS:
-        raise error.unknown("bench backend", name, BACKENDS)
-    return BACKENDS[name](workers=workers, threads=threads)
+        raise error.unknown("bench backend", name, {**BACKENDS, **LAZY_BACKENDS})
+    return BACKENDS[name](workers=workers, threads=threads, **options)
