@@ -78,27 +78,34 @@ import json, os, sys
 import agents
 from agents.distributed import param_digest
 
-agent = agents.Reinforce("lm_gym/Copy-v0", n_envs=4, batch_size=4, seed=3,
-                         toy_model={"n_layer": 1, "n_embd": 16, "n_head": 2},
-                         env_kwargs={"alphabet_size": 2, "min_length": 2, "max_length": 2})
-agent.learn(100)
+config = dict(n_envs=4, batch_size=4, seed=3, toy_model={"n_layer": 1, "n_embd": 16, "n_head": 2},
+              env_kwargs={"alphabet_size": 2, "min_length": 2, "max_length": 2},
+              run_dir=os.path.join(sys.argv[1], "run"), checkpoint_every=2)
+first = agents.Reinforce("lm_gym/Copy-v0", **config).learn(60).num_timesteps
+# a second agent resumes from rank 0's last checkpoint (read by every rank), trains to 120 steps
+agent = agents.Reinforce("lm_gym/Copy-v0", **config)
+agent.learn(120, resume=True)
 result = agents.distributed.evaluate(agent, "lm_gym/Copy-v0", n_episodes=6, seed=0,
                                      alphabet_size=2, min_length=2, max_length=2)
 rank = agent.dist.rank
 with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
     json.dump({"digest": param_digest(agent.policy), "num_timesteps": agent.num_timesteps,
                "local": agent.dist.local_env_steps, "draw": int(agent.rng.integers(1 << 40)),
+               "updates": agent.n_updates, "first": first,
                "mean_reward": result["mean_reward"], "n_episodes": result["n_episodes"]}, f)
 """
 
 
-def test_torchrun_reinforce_through_the_python_api(tmp_path):
+def test_torchrun_reinforce_through_the_python_api_and_resume(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(SCRIPT))
     torchrun([str(script), str(tmp_path)], ROOT)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["digest"] == r1["digest"]
-    assert r0["num_timesteps"] == r1["num_timesteps"] == r0["local"] + r1["local"] >= 100
+    # both ranks resumed from the first run's last checkpoint; what they trained after it sums up
+    assert r0["num_timesteps"] == r1["num_timesteps"] >= 120 > r0["first"] == r1["first"] >= 60
+    assert r0["num_timesteps"] - r0["first"] == r0["local"] + r1["local"]
+    assert r0["updates"] == r1["updates"]
     assert r0["draw"] != r1["draw"]  # each rank has its own RNG stream (own prompts)
     assert r0["mean_reward"] == r1["mean_reward"] and r0["n_episodes"] == r1["n_episodes"] == 6
 
