@@ -226,8 +226,8 @@ def test_custom_backend_plugs_in(tmp_path):
     results = bench.run_bench(grid(agents=["random"], backend="inline-test"), tmp_path, progress=False)
     assert InlineBackend.calls == [2]
     assert [r.cell.seed for r in results] == [0, 1]  # reported in grid order
-    with pytest.raises(error.UnknownName, match="Unknown bench backend 'ray'"):
-        bench.get_backend("ray")
+    with pytest.raises(error.UnknownName, match="Unknown bench backend 'slurm'"):
+        bench.get_backend("slurm")
     with pytest.raises(error.InvalidArgument, match="Backend subclass"):
         bench.register_backend("x", dict)
 

@@ -256,7 +256,7 @@ def plot_results(records: Sequence[CellRecord], out_dir: str | Path, config: Ben
         fig.savefig(written[-1], dpi=110)
 
     groups = group(records)
-    fig = _figure(figsize=(max(6, 1.3 * len(envs) * max(1, len(agent_names)) / 3), 4.2), layout="constrained")
+    fig = _figure(figsize=(min(16.0, max(6.0, 0.22 * len(envs) * len(agent_names))), 4.5), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(agent_names)
     x = np.arange(len(envs))
