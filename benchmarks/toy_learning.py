@@ -23,17 +23,22 @@ import lm_gym
 TOY_IDS = ["Copy", "Reverse", "Addition", "Parentheses", "KeywordToy"]
 
 # Settings per learner; the envs keep their defaults. A fresh toy policy learns fast with a
-# large step size; entropy collapse is the main failure, hence the moderate PPO epochs.
+# large step size, but too large a one collapses (PPO on Parentheses at 5e-4 falls from
+# 0.96 to 0.5 within two minutes; REINFORCE on Addition at 1e-3 settles on one-digit answers).
 CONFIGS: dict[str, dict[str, Any]] = {
     "reinforce": dict(n_envs=16, batch_size=64, samples_per_prompt=4, baseline="leave_one_out",
                       learning_rate=1e-3),
-    "ppo": dict(n_envs=16, batch_size=64, minibatch_size=32, n_epochs=2, learning_rate=5e-4,
-                ent_coef=0.0),
+    "ppo": dict(n_envs=16, batch_size=64, minibatch_size=32, n_epochs=4, learning_rate=1e-4),
+}
+OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
+    ("Addition", "reinforce"): dict(learning_rate=3e-4),
 }
 
 
 def run(env_id: str, name: str, seconds: float, timesteps: int, episodes: int, seed: int) -> dict[str, Any]:
-    agent = agents.make(name, env_id, seed=seed, **CONFIGS[name])
+    short = env_id.removeprefix("lm_gym/").removesuffix("-v0")
+    config = {**CONFIGS[name], **OVERRIDES.get((short, name), {})}
+    agent = agents.make(name, env_id, seed=seed, **config)
     start = time.perf_counter()
 
     def budget(a: Any, metrics: dict[str, float]) -> bool:
