@@ -23,6 +23,11 @@ class InvalidArgument(Error, ValueError):
     """A bad argument value or an unknown keyword argument."""
 
 
+class UnsupportedRenderMode(InvalidArgument, TypeError):
+    """A ``render_mode`` the env does not have (also a ``TypeError``, which is what
+    Stable-Baselines3's ``make_vec_env`` catches to retry without ``render_mode``)."""
+
+
 class UnknownName(Error, KeyError):
     """An unknown task, reward component, agent or model name."""
 

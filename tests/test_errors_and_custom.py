@@ -174,3 +174,11 @@ def test_import_is_light():
     code = "import sys, lm_gym; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_sb3_make_vec_env_works_on_an_id():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("lm_gym/Copy-v0", n_envs=2, seed=0)
+    obs = venv.reset()
+    assert obs["input_ids"].shape == (2, 10)

@@ -91,7 +91,7 @@ class TextGenEnv(gym.Env[Obs, np.int64]):
         **task_kwargs: Any,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise error.InvalidArgument(
+            raise error.UnsupportedRenderMode(
                 f"render_mode={render_mode!r} is not supported; valid: {self.metadata['render_modes']} or None"
             )
         self.task = resolve_task(task, task_kwargs)

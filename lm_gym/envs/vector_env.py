@@ -69,7 +69,7 @@ class TextGenVectorEnv(VectorEnv):
                 f"autoreset_mode={autoreset_mode!r} is not valid; use one of {valid}"
             ) from None
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise error.InvalidArgument(
+            raise error.UnsupportedRenderMode(
                 f"render_mode={render_mode!r} is not supported; valid: {self.metadata['render_modes']} or None"
             )
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
