@@ -438,7 +438,10 @@ class LMPolicy(nn.Module):
         scaled = self._scaled(logits, valid, temperature)  # (B, T, V)
         logp_all = torch.log_softmax(scaled, dim=-1)
         logprobs = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # (B, T)
-        entropy = torch.special.entr(logp_all.exp()).sum(-1)  # (B, T); entr(0) = 0
+        # Masked tokens have logp = -inf and p = 0: zero their logp first, so both the
+        # entropy and its gradient stay finite (entr's gradient is NaN at p = 0).
+        finite_logp = logp_all.masked_fill(~torch.isfinite(logp_all), 0.0)
+        entropy = -(logp_all.exp() * finite_logp).sum(-1)  # (B, T)
         return Evaluation(logprobs=logprobs, values=self._value(hidden), entropy=entropy)
 
     # ------------------------------------------------------------------ masks and sampling

@@ -274,6 +274,21 @@ def test_masked_tokens_never_sampled_and_logprobs_renormalised():
         policy.act(batch([[1]]), None, action_mask=np.ones(5, np.int8))
 
 
+def test_masked_entropy_and_its_gradient_are_finite():
+    policy = make_policy()
+    allowed = [2, 5, 9]
+    mask = np.zeros(V, np.int8)
+    mask[allowed] = 1
+    obs = batch([[3, 1, 4], [6, 2]])
+    ids, attn = torch.as_tensor(obs["input_ids"]), torch.as_tensor(obs["attention_mask"])
+    acts = torch.full_like(ids, 5)
+    ev = policy.logprobs_of(ids, attn, acts, action_mask=mask)
+    assert torch.all(ev.entropy > 0) and torch.all(ev.entropy <= np.log(3) + 1e-5)  # 3 valid tokens
+    ev.entropy.sum().backward()
+    grads = [p.grad for p in policy.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
 def test_deterministic_is_masked_argmax():
     policy = make_policy()
     obs = batch([[1, 2], [3], [4, 5, 6]])
