@@ -160,12 +160,14 @@ class Agent:
         if env is None:
             raise error.InvalidArgument(f"{path}: the saved agent has no env id; pass env=")
         config.pop("env_id", None)
+        if not isinstance(env, str):  # a ready env already carries its settings
+            config.pop("env_kwargs", None)
         return cls(env, **config)
 
     # -- helpers ----------------------------------------------------------------------
 
     def config_dict(self) -> dict[str, Any]:
-        return {"env_id": self.env_id, "n_envs": self.n_envs, "seed": self.seed}
+        return {"env_id": self.env_id, "env_kwargs": self.env_kwargs, "n_envs": self.n_envs, "seed": self.seed}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

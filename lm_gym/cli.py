@@ -276,8 +276,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     quiet_libraries()
     path = find_saved_agent(Path(args.dir))
     meta = read_agent_json(path)
-    env_kwargs = parse_env_kwargs(args.env_kwarg)
-    env = args.env or meta.get("config", {}).get("env_id")
+    saved = meta.get("config", {})
+    env = args.env or saved.get("env_id")
+    # On its own env the agent is evaluated with the env settings it was trained with,
+    # which --env-kwarg flags override one by one.
+    env_kwargs = {**(saved.get("env_kwargs") or {})} if args.env is None else {}
+    env_kwargs.update(parse_env_kwargs(args.env_kwarg))
     if env is None:
         raise error.InvalidArgument(f"{path}: the saved agent records no env id; give ENV")
     agent = agents.agent_class(meta["agent"]).load(path, env=env)

@@ -199,6 +199,21 @@ def test_train_then_eval(tiny_agent, tmp_path, capsys):
     assert main(["eval", str(out / "agent"), "--episodes", "4"]) == 0  # the env defaults to the saved one
 
 
+def test_eval_defaults_to_the_saved_env_kwargs(tiny_agent, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", COPY, "--agent", "tiny", "--timesteps", "64", "-e", "min_length=8", "-e", "max_length=8",
+            "--eval-episodes", "4", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert json.loads((out / "agent" / "agent.json").read_text())["config"]["env_kwargs"] == {"min_length": 8, "max_length": 8}
+    capsys.readouterr()
+    # Length-8 strings: prompts of 9 tokens, so the window is at least that wide.
+    assert main(["eval", str(out), "--episodes", "4", "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["mean_ep_length"] > 5  # the default Copy budget is 5
+    # Flags override the saved settings one by one; another env id starts from its defaults.
+    assert main(["eval", str(out), "-e", "max_new_tokens=2", "--episodes", "4", "--json", str(tmp_path / "m2.json")]) == 0
+    assert json.loads((tmp_path / "m2.json").read_text())["mean_ep_length"] <= 2
+
+
 def test_train_rejects_bad_config_and_eval_a_non_agent_dir(tiny_agent, tmp_path, capsys):
     assert main(["train", COPY, "--agent", "nope", "--out", str(tmp_path / "x"), "--no-progress"]) == 1
     assert "Unknown agent 'nope'" in capsys.readouterr().err
