@@ -26,8 +26,10 @@ __all__ = [
     "Episode",
     "ModelAgent",
     "PPO",
+    "PPOConfig",
     "RandomAgent",
     "Reinforce",
+    "ReinforceConfig",
     "agent_class",
     "evaluate",
     "make",
@@ -36,9 +38,14 @@ __all__ = [
 ]
 
 _LAZY = {"PPO": "ppo", "Reinforce": "reinforce", "ModelAgent": "model"}
+_LAZY_CONFIGS = {"PPOConfig": "agents.ppo", "ReinforceConfig": "agents.reinforce"}
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: import the heavy learners on first use
     if name in _LAZY:
         return agent_class(_LAZY[name])
+    if name in _LAZY_CONFIGS:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY_CONFIGS[name]), name)
     raise AttributeError(f"module 'agents' has no attribute {name!r}")

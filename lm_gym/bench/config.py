@@ -65,7 +65,8 @@ class BenchConfig:
     threads: int = 1
     """Torch threads of each worker (1 suits the small models; more only for big ones)."""
     backend: str = "local"
-    """Where cells run: 'local' (a process pool on this machine)."""
+    """Where cells run: 'local' (a process pool on this machine) or 'ray' (one Ray task
+    per cell on a cluster; needs the [ray] extra)."""
     save_agents: bool = False
     """Save each trained agent in its cell directory (agent/)."""
     plots: bool = True
