@@ -5,7 +5,8 @@ Prints, in one run: steps/s of CartPole-v1 and of lm_gym/Copy-v0 through ``gym.m
 vector env at 1, 16 and 256 envs (the contract: > 10 M token-steps/s at 256 envs), both
 over all steps of a random agent on Copy-v0 (whose episodes last ~4 tokens, so a quarter
 of the envs finish, are scored and reset on every step) and over mid-episode steps alone
-(the cost of stepping itself, what a 32-64 token text episode mostly consists of).
+(the cost of stepping itself, what a 32-64 token text episode mostly consists of), and
+over all steps of 33-token episodes (resets and scoring included).
 
     python benchmarks/env_step.py [--seconds 2]
 """
@@ -75,6 +76,24 @@ def vector_mid_episode_token_steps_per_s(num_envs: int, seconds: float) -> float
     return steps * num_envs / elapsed
 
 
+def vector_long_episode_token_steps_per_s(num_envs: int, seconds: float) -> float:
+    """All steps of 33-token episodes (Copy-v0 with 32-symbol strings, letters then EOS),
+    resets and scoring included: what text-length episodes cost end to end."""
+    env = gym.make_vec(
+        "lm_gym/Copy-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
+        min_length=32, max_length=32,
+    )
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    batches = [2 + rng.integers(0, 4, size=num_envs) for _ in range(32)] + [np.ones(num_envs, np.int64)]
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for a in batches:
+            env.step(a)
+        steps += len(batches)
+    return steps * num_envs / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
@@ -98,6 +117,9 @@ def main() -> None:
         tps = vector_mid_episode_token_steps_per_s(n, args.seconds)
         target = "> 10M token-steps/s" if n == 256 else ""
         rows.append((f"vector Copy-v0, {n} envs, mid-episode", "token-steps/s", tps, tps / cartpole, target))
+
+    tps = vector_long_episode_token_steps_per_s(256, args.seconds)
+    rows.append(("vector Copy-v0, 256 envs, 33-token episodes", "token-steps/s", tps, tps / cartpole, ""))
 
     print(f"| {'what':<40} | {'unit':<13} | {'rate':>14} | {'vs CartPole':>11} | target |")
     print(f"|{'-' * 42}|{'-' * 15}|{'-' * 16}|{'-' * 13}|--------|")

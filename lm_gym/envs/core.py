@@ -65,6 +65,10 @@ class EpisodeScorer:
             (CustomReward.component,) if self.custom else tuple(task.reward_components)
         )
         self._names = set(self.component_names)
+        # The built-in toy tasks' scores are arithmetic on strings, pinned by hand-computed
+        # tests, and are not checked again on every episode; every other task (the text tasks
+        # score through models, users' tasks and subclasses through their own code) is.
+        self._trusted = type(task).__module__ == "lm_gym.tasks.toy"
 
     def __call__(
         self, prompts: list[str], completions: list[str], metas: list[dict[str, Any]]
@@ -76,7 +80,7 @@ class EpisodeScorer:
             reward, comps = self.custom(prompts, completions, meta)
         else:
             reward, comps = self.task.score(prompts, completions, meta)
-            if not self._well_formed(reward, comps, len(completions)):
+            if not self._trusted and not self._well_formed(reward, comps, len(completions)):
                 reward, comps = self._checked(reward, comps, len(completions))
         return reward, comps
 
@@ -84,12 +88,14 @@ class EpisodeScorer:
         """The fast check: float64 arrays of shape (n,), finite, the declared components."""
         if not isinstance(comps, dict) or comps.keys() != self._names:
             return False
+        total = 0.0
         for arr in (reward, *comps.values()):
             if type(arr) is not np.ndarray or arr.dtype != np.float64 or arr.shape != (n,):
                 return False
-            if not (all(map(math.isfinite, arr.tolist())) if n <= 64 else np.isfinite(arr).all()):
-                return False
-        return True
+            total += sum(arr.tolist()) if n <= 64 else float(arr.sum())
+        # One test for all: a NaN or an infinity makes the sum non-finite (an overflowing sum
+        # of finite values only sends the scores through the slow, exact check).
+        return math.isfinite(total)
 
     def _checked(self, reward: Any, comps: Any, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The slow check, with an error that names what is wrong."""
@@ -105,7 +111,7 @@ class EpisodeScorer:
 
     def per_episode(self, comps: Mapping[str, np.ndarray], i: int) -> dict[str, float]:
         """Episode ``i``'s components as a dict of Python floats."""
-        return {k: float(comps[k][i]) for k in self.component_names}
+        return {k: float(comps[k].item(i)) for k in self.component_names}
 
 
 def observation_space(vocab_size: int, length: int) -> spaces.Dict:

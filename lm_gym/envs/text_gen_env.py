@@ -18,7 +18,10 @@ Obs = dict[str, np.ndarray]
 
 def check_action(action: Any, vocab_size: int) -> int:
     """An action as a Python int in ``[0, vocab_size)``, or :class:`InvalidAction`."""
-    if isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_)):
+    kind = type(action)
+    if kind is int or kind is np.int64:  # the common cases, without the isinstance chain
+        a = int(action)
+    elif isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_)):
         a = int(action)
     elif isinstance(action, np.ndarray) and action.size == 1 and np.issubdtype(action.dtype, np.integer):
         a = int(action.reshape(()))
@@ -140,12 +143,14 @@ class TextGenEnv(gym.Env[Obs, np.int64]):
         if self._done:
             raise error.ResetNeeded("step() called after the episode ended; call reset() first")
         a = check_action(action, self.vocab_size)
-        self._completion.append(a)
-        col = self.seq_len - 1 + len(self._completion)
+        completion = self._completion
+        completion.append(a)
+        n = len(completion)
+        col = self.seq_len - 1 + n
         self._ids[col] = a
         self._mask[col] = 1
         terminated = a == self.eos_token_id
-        truncated = not terminated and len(self._completion) >= self.max_new_tokens
+        truncated = not terminated and n >= self.max_new_tokens
         info: dict[str, Any] = {}
         if self._action_mask is not None:
             info["action_mask"] = self._action_mask.copy()
@@ -189,7 +194,8 @@ class TextGenEnv(gym.Env[Obs, np.int64]):
 
     def _obs(self) -> Obs:
         n = len(self._completion)
-        return {"input_ids": self._ids[n : n + self.seq_len].copy(), "attention_mask": self._mask[n : n + self.seq_len].copy()}
+        end = n + self.seq_len
+        return {"input_ids": self._ids[n:end].copy(), "attention_mask": self._mask[n:end].copy()}
 
     def _reset_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"prompt": self._prompt}

@@ -48,8 +48,8 @@ class _StringAnswerTask(Task):
             acc.append(matches / len(t))
             length.append(min(len(c), len(t)) / longest)
             exact.append(float(c == t))
-        comps = {"accuracy": np.array(acc), "length": np.array(length), "exact": np.array(exact)}
-        return np.array(reward), comps
+        table = np.array([reward, acc, length, exact], dtype=np.float64).reshape(4, -1)  # one allocation
+        return table[0], {"accuracy": table[1], "length": table[2], "exact": table[3]}
 
 
 class CopyTask(_StringAnswerTask):
@@ -89,7 +89,7 @@ class CopyTask(_StringAnswerTask):
         # One draw for the length and the symbols (a scalar draw costs as much as a vector).
         u = np_random.random(self.max_length + 1)
         n = self.min_length + int(u[0] * (self.max_length - self.min_length + 1))
-        s = "".join([self.alphabet[i] for i in (u[1 : n + 1] * len(self.alphabet)).astype(np.int64)])
+        s = "".join(map(self.alphabet.__getitem__, (u[1 : n + 1] * len(self.alphabet)).astype(np.int64).tolist()))
         return Prompt(f"{s}=", {"target": self.target(s)})
 
     def target(self, s: str) -> str:
