@@ -139,7 +139,7 @@ def predict(
     """One KV-cached step: ``episode_start`` flags slots to prefill (None: all of them)."""
     batch, single = unbatch(obs)
     new = None if episode_start is None else np.asarray(episode_start, dtype=bool).reshape(-1)
-    actions = policy.act(batch, new, action_mask=action_mask, deterministic=deterministic).actions
+    actions = policy.act(batch, new, action_mask=action_mask, deterministic=deterministic, stats=False).actions
     return actions[0] if single else actions
 
 

@@ -54,6 +54,7 @@ class Rollout:
             if self.agent.action_mask is not None:
                 mask &= self.agent.action_mask
             mask[eos] = False
+            mask.flags.writeable = False  # as the env's own masks: the policy converts it once
             self.agent.action_mask = mask
         obs, _ = self.envs.reset(seed=0)
         self.first_obs = {k: v.copy() for k, v in obs.items()}

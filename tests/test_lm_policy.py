@@ -274,6 +274,18 @@ def test_masked_tokens_never_sampled_and_logprobs_renormalised():
         policy.act(batch([[1]]), None, action_mask=np.ones(5, np.int8))
 
 
+def test_sampling_follows_the_masked_distribution():
+    policy = make_policy(temperature=0.7)
+    policy.seed(0)
+    mask = np.ones(V, np.int8)
+    mask[[0, 4]] = 0
+    out = policy.act(batch([[3, 1, 4]] * 20_000), None, action_mask=mask)
+    expected = torch.softmax(out.logits[0] / 0.7 + torch.as_tensor(np.where(mask, 0.0, -np.inf)), -1).numpy()
+    freq = np.bincount(out.actions, minlength=V) / len(out.actions)
+    assert freq[0] == 0 and freq[4] == 0
+    np.testing.assert_allclose(freq, expected, atol=0.015)  # 3 sigma at p = 0.5 is 0.011
+
+
 def test_masked_entropy_and_its_gradient_are_finite():
     policy = make_policy()
     allowed = [2, 5, 9]
