@@ -176,6 +176,7 @@ def test_import_is_light():
     assert out.split() == ["False", "False"]
 
 
+@pytest.mark.filterwarnings("ignore:.*render_mode='rgb_array'")  # make_vec_env's first try
 def test_sb3_make_vec_env_works_on_an_id():
     from stable_baselines3.common.env_util import make_vec_env
 
