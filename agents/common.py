@@ -532,8 +532,7 @@ def lm_config_dict(agent: Any) -> dict[str, Any]:
 def masked_entropy(entropy: torch.Tensor, mask: torch.Tensor, with_grad: bool) -> torch.Tensor:
     """Mean per-token entropy over ``mask``; detached unless ``with_grad`` (an entropy bonus).
 
-    Detaching matters: ``LMPolicy.logprobs_of`` computes entropy as ``entr(exp(logp))``, whose
-    gradient is NaN at masked tokens (``0 * inf``), so it must not enter ``backward`` for free.
+    Without a bonus the entropy is a logged statistic only, so it stays out of ``backward``.
     """
     entropy = entropy if with_grad else entropy.detach()
     return (entropy * mask).sum() / mask.sum().clamp(min=1)

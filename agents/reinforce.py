@@ -155,7 +155,7 @@ class Reinforce(Agent):
             loss = -(seq_logprob * adv).sum() / n - self.config.ent_coef * entropy * len(idx) / n
             loss.backward()
             loss_sum += loss.item()
-            entropy_sum += float(entropy) * len(idx)
+            entropy_sum += entropy.item() * len(idx)
         grad_norm = common.optimizer_step(self)
         mask = batch.completion_mask
         return {

@@ -29,3 +29,11 @@ def assert_tree_equal(a: Any, b: Any, path: str = "") -> None:
             assert a.dtype == np.asarray(b).dtype, f"{path}: dtype {a.dtype} != {np.asarray(b).dtype}"
     else:
         assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def random_level(env_id: str, env_kwargs: dict[str, Any]) -> float:
+    """The random agent's mean reward on ``env_id`` (200 episodes, fixed seeds)."""
+    import agents
+
+    rnd = agents.RandomAgent(env_id, env_kwargs=env_kwargs, seed=0)
+    return agents.evaluate(rnd, n_episodes=200, seed=123)["mean_reward"]

@@ -19,12 +19,7 @@ COPY = "lm_gym/Copy-v0"
 SMALL = {"alphabet_size": 2, "min_length": 2, "max_length": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small_agent(cls=Reinforce, **kw):

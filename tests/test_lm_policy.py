@@ -16,13 +16,7 @@ P, G = 4, 4  # max prompt tokens, max new tokens
 L = P + G  # observation width
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny matrices: one thread is fastest and keeps the 2-core CI machine responsive
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def window(tokens: list[int], width: int = L) -> tuple[np.ndarray, np.ndarray]:

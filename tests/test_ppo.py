@@ -11,21 +11,12 @@ import agents
 from agents import common
 from agents.ppo import PPO, PPOConfig
 from lm_gym.error import InvalidArgument
+from tests.helpers import random_level
 
 COPY_SMALL = {"alphabet_size": 2, "min_length": 2, "max_length": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def random_level(env_id, env_kwargs):
-    rnd = agents.RandomAgent(env_id, env_kwargs=env_kwargs, seed=0)
-    return agents.evaluate(rnd, n_episodes=200, seed=123)["mean_reward"]
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small(**kw):

@@ -38,12 +38,7 @@ agent scores about 0.2 there; a perfect copier 1.0 (measured: about 0.85 at this
 PPO_BUDGET = 12_288
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def copy_obs(n: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
