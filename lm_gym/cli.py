@@ -15,6 +15,7 @@ import enum
 import inspect
 import json
 import logging
+import os
 import sys
 import textwrap
 import time
@@ -202,7 +203,9 @@ def add_env_kwargs_option(p: argparse.ArgumentParser) -> None:
 
 
 def quiet_libraries() -> None:
-    """Silence transformers' per-load progress bars and info logs in the terminal."""
+    """Silence transformers' per-load progress bars and info logs in the terminal (here,
+    and through the environment in the worker processes this command starts)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:
