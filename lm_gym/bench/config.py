@@ -240,7 +240,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 """Named grids: ``quickstart`` (what ``lm-gym quickstart`` runs; ~6 minutes on 2 cores),
 ``readme`` (the README's results table: all nine ids, every agent, 3 seeds, 20k env steps;
-~41 minutes with 2 workers on 2 cores), ``smoke`` (seconds; checks an install)."""
+~18 minutes with 2 workers on 2 cores), ``smoke`` (seconds; checks an install)."""
 
 
 def preset(name: str, **overrides: Any) -> BenchConfig:
