@@ -48,12 +48,17 @@ def vector_token_steps_per_s(env_id: str, num_envs: int, seconds: float) -> floa
     valid = np.flatnonzero(env.action_masks()[0])
     rng = np.random.default_rng(0)
     batches = [valid[rng.integers(0, len(valid), size=num_envs)] for _ in range(256)]
+    return token_steps_per_s(env, batches, seconds)
+
+
+def token_steps_per_s(env: gym.vector.VectorEnv, batches: list[np.ndarray], seconds: float) -> float:
+    """Step ``env`` through ``batches`` of actions, over and over, for ``seconds``."""
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for a in batches:
             env.step(a)
         steps += len(batches)
-    return steps * num_envs / (time.perf_counter() - start)
+    return steps * env.num_envs / (time.perf_counter() - start)
 
 
 def vector_mid_episode_token_steps_per_s(num_envs: int, seconds: float) -> float:
@@ -86,12 +91,7 @@ def vector_long_episode_token_steps_per_s(num_envs: int, seconds: float) -> floa
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     batches = [2 + rng.integers(0, 4, size=num_envs) for _ in range(32)] + [np.ones(num_envs, np.int64)]
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for a in batches:
-            env.step(a)
-        steps += len(batches)
-    return steps * num_envs / (time.perf_counter() - start)
+    return token_steps_per_s(env, batches, seconds)
 
 
 def main() -> None:
