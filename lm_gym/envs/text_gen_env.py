@@ -18,10 +18,9 @@ Obs = dict[str, np.ndarray]
 
 def check_action(action: Any, vocab_size: int) -> int:
     """An action as a Python int in ``[0, vocab_size)``, or :class:`InvalidAction`."""
-    kind = type(action)
-    if kind is int or kind is np.int64:  # the common cases, without the isinstance chain
-        a = int(action)
-    elif isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_)):
+    if type(action) in (int, np.int64) or (  # the common cases first: a cheap exact test
+        isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_))
+    ):
         a = int(action)
     elif isinstance(action, np.ndarray) and action.size == 1 and np.issubdtype(action.dtype, np.integer):
         a = int(action.reshape(()))
