@@ -176,6 +176,16 @@ def test_import_is_light():
     assert out.split() == ["False", "False"]
 
 
+def test_agents_exports_the_learners_and_their_configs_lazily():
+    code = (
+        "import sys, agents; light = 'torch' not in sys.modules; "
+        "from agents.ppo import PPOConfig; from agents.reinforce import ReinforceConfig; "
+        "print(light, agents.PPOConfig is PPOConfig, agents.ReinforceConfig is ReinforceConfig)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "True"]
+
+
 @pytest.mark.filterwarnings("ignore:.*render_mode='rgb_array'")  # make_vec_env's first try
 def test_sb3_make_vec_env_works_on_an_id():
     from stable_baselines3.common.env_util import make_vec_env

@@ -340,6 +340,31 @@ def test_seeded_sampling_is_reproducible():
     a.seed(3)
     b.seed(3)
     assert a.act(obs, None).actions.tolist() == b.act(obs, None).actions.tolist()
+    # acting without stats (what predict does) draws the same actions and skips the rest
+    out = b.act(obs, None, stats=False)
+    assert out.actions.tolist() == a.act(obs, None).actions.tolist()
+    assert out.logprobs is None and out.values is None
+
+
+def test_action_mask_is_reread_unless_read_only():
+    policy = make_policy()
+    obs = batch([[1, 2, 3]] * 200)
+    mask = np.zeros(V, np.int8)
+    mask[5] = 1
+    assert set(policy.act(obs, None, action_mask=mask, deterministic=True).actions) == {5}
+    mask[5], mask[7] = 0, 1  # a writable mask edited in place is read again
+    assert set(policy.act(obs, None, action_mask=mask).actions) == {7}
+    frozen = np.zeros(V, np.int8)
+    frozen[[2, 3]] = 1
+    frozen.flags.writeable = False  # the env's masks: converted and checked once, then reused
+    assert set(policy.act(obs, None, action_mask=frozen).actions) <= {2, 3}
+    assert set(policy.act(obs, None, action_mask=frozen).actions) <= {2, 3}
+    other = np.zeros(V, np.int8)
+    other[9] = 1
+    other.flags.writeable = False
+    assert set(policy.act(obs, None, action_mask=other).actions) == {9}  # a new array: converted anew
+    with pytest.raises(InvalidArgument, match="no valid token"):
+        policy.act(obs, None, action_mask=np.zeros(V, np.int8))
 
 
 def test_nlpo_mask_model_restricts_actions_in_act_and_teacher_forcing():
