@@ -16,7 +16,6 @@ to be trained by the harness); subclassing :class:`Agent` is optional.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 from lm_gym import error
+from lm_gym.envs import env_info
 
 logger = logging.getLogger(__name__)
 
@@ -78,25 +78,6 @@ def make_vec_env(
     )
 
 
-def text_task_of(env: gym.Env | VectorEnv) -> Any:
-    """The lm_gym Task behind an env (single, vector, wrapped or a one-env SyncVectorEnv)."""
-    if isinstance(env, SyncVectorEnv):
-        env = env.envs[0]
-    task = getattr(getattr(env, "unwrapped", env), "task", None)
-    if task is None:
-        raise error.InvalidArgument(f"{env!r} is not an lm_gym env (it has no task)")
-    return task
-
-
-def action_mask_of(env: gym.Env | VectorEnv) -> np.ndarray | None:
-    """The env's static (V,) action mask as bool, or None."""
-    task = text_task_of(env)
-    from lm_gym.envs.core import action_mask_of as _mask
-
-    mask = _mask(task, task.vocab_size)
-    return None if mask is None else mask.astype(bool)
-
-
 def autoreset_mode_of(env: VectorEnv) -> AutoresetMode:
     mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     return AutoresetMode(mode)
@@ -124,7 +105,9 @@ class Agent:
         self.env = make_vec_env(env, n_envs, **self.env_kwargs)
         self.n_envs = self.env.num_envs
         self.seed = seed
-        self.action_mask = action_mask_of(self.env)
+        self.info = env_info(self.env)
+        """What the env publishes for agents (:func:`lm_gym.envs.env_info`)."""
+        self.action_mask = self.info.action_mask
         self.num_timesteps = 0
 
     # -- the protocol -----------------------------------------------------------------
@@ -148,13 +131,18 @@ class Agent:
         raise NotImplementedError
 
     def save(self, path: str | Path) -> None:
+        from agents.checkpoint import AGENT_FILE, write_json_atomic
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path / "agent.json", {"agent": self.name, "config": self.config_dict()})
+        write_json_atomic(path / AGENT_FILE, {"agent": self.name, "config": self.config_dict()})
 
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | VectorEnv | None = None, **overrides: Any) -> Agent:
-        meta = read_agent_json(path)
+        """Rebuild from ``path/agent.json`` (the folder must hold this agent type)."""
+        from agents.checkpoint import read_agent_json
+
+        meta = read_agent_json(path, expected=cls.name)
         config = {**meta["config"], **overrides}
         env = env if env is not None else meta["config"].get("env_id")
         if env is None:
@@ -170,41 +158,57 @@ class Agent:
         return {"env_id": self.env_id, "env_kwargs": self.env_kwargs, "n_envs": self.n_envs, "seed": self.seed}
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file and a rename, so a crash never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
-
-
-def read_agent_json(path: str | Path) -> dict[str, Any]:
-    file = Path(path) / "agent.json"
-    if not file.is_file():
-        raise error.InvalidArgument(f"{path} is not a saved agent (no agent.json in it)")
-    return json.loads(file.read_text())
-
-
-def unbatch(obs: Any) -> tuple[dict[str, np.ndarray], bool]:
-    """``(batched obs, was_single)``: a single (L,) observation becomes a batch of one."""
-    ids = np.asarray(obs["input_ids"])
+def check_obs(obs: Any, vocab_size: int) -> tuple[dict[str, np.ndarray], bool]:
+    """``(batched obs, was_single)`` for an observation dict of (L,) or (N, L) arrays, checked:
+    a dict with ``input_ids`` and ``attention_mask`` of one shape, ids in ``[0, vocab_size)``."""
+    if not isinstance(obs, Mapping) or "input_ids" not in obs or "attention_mask" not in obs:
+        got = type(obs).__name__ if not isinstance(obs, Mapping) else f"a dict with keys {sorted(obs)}"
+        raise error.InvalidArgument(
+            f"predict takes the env's observation dict {{'input_ids', 'attention_mask'}}, got {got}"
+        )
+    ids, mask = np.asarray(obs["input_ids"]), np.asarray(obs["attention_mask"])
+    if ids.shape != mask.shape or ids.ndim not in (1, 2):
+        raise error.InvalidArgument(
+            f"input_ids {ids.shape} and attention_mask {mask.shape} must share a (L,) or (N, L) shape"
+        )
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+        raise error.InvalidArgument(f"observation holds token id {bad}, outside the vocabulary [0, {vocab_size})")
     if ids.ndim == 1:
-        return {k: np.asarray(v)[None] for k, v in obs.items()}, True
-    return obs, False
+        return {"input_ids": ids[None], "attention_mask": mask[None]}, True
+    return {"input_ids": ids, "attention_mask": mask}, False
+
+
+@dataclass
+class RandomAgentConfig:
+    """The random agent's settings."""
+
+    seed: int | None = None
+    """Seeds the draws."""
+    n_envs: int = 8
+    """Env slots when env is an id."""
+    env_kwargs: dict | None = None
+    """Keyword arguments for gym.make_vec when env is an id."""
 
 
 class RandomAgent(Agent):
     """Uniform over the env's valid tokens (its action mask): the floor every learner must beat."""
 
     name = "random"
+    config_class = RandomAgentConfig
 
-    def __init__(self, env: str | gym.Env | VectorEnv, *, n_envs: int = 8, seed: int | None = None, **kwargs: Any) -> None:
-        super().__init__(env, n_envs=n_envs, seed=seed, **kwargs)
-        self.rng = np.random.default_rng(seed)
-        vocab = text_task_of(self.env).vocab_size
+    def __init__(self, env: str | gym.Env | VectorEnv, config: Any = None, **overrides: Any) -> None:
+        from agents.config import check_types, make_config
+
+        cfg = make_config(RandomAgentConfig, config, overrides)
+        check_types(cfg)
+        super().__init__(env, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
+        self.rng = np.random.default_rng(cfg.seed)
+        vocab = self.info.vocab_size
         self.valid = np.flatnonzero(self.action_mask) if self.action_mask is not None else np.arange(vocab)
 
     def predict(self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False) -> tuple[Any, Any]:
-        batch, single = unbatch(obs)
+        batch, single = check_obs(obs, self.info.vocab_size)
         actions = self.valid[self.rng.integers(0, len(self.valid), size=len(batch["input_ids"]))]
         return (actions[0] if single else actions), state
 
@@ -324,8 +328,16 @@ def evaluate(
         env_kwargs = {**getattr(agent, "env_kwargs", {}), **env_kwargs}
         if env is None:
             raise error.InvalidArgument("evaluate needs env= for an agent without one")
-    venv = make_vec_env(env, n_envs if isinstance(env, str) else 1, **env_kwargs)
-    episodes = run_episodes(agent, venv, n_episodes, seed=seed, deterministic=deterministic)
+    ctx = getattr(agent, "dist", None)  # torchrun: each rank runs its share, all summarise all
+    rank, world = (0, 1) if ctx is None else (ctx.rank, ctx.world_size)
+    share = n_episodes // world + (rank < n_episodes % world) if world > 1 else n_episodes
+    episodes: list[Episode] = []
+    if share:
+        venv = make_vec_env(env, n_envs if isinstance(env, str) else 1, **env_kwargs)
+        rank_seed = None if seed is None else seed + rank * 10_007
+        episodes = run_episodes(agent, venv, share, seed=rank_seed, deterministic=deterministic)
+    if ctx is not None:
+        episodes = [e for part in ctx.gather(episodes) for e in part]
     out: dict[str, Any] = summarize(episodes)
     if return_episodes:
         out["episodes"] = episodes
@@ -339,6 +351,13 @@ AGENTS: dict[str, str] = {
     "model": "agents.model:ModelAgent",
     "reinforce": "agents.reinforce:Reinforce",
     "ppo": "agents.ppo:PPO",
+    "grpo": "agents.grpo:GRPO",
+    "dr_grpo": "agents.dr_grpo:DrGRPO",
+    "dapo": "agents.dapo:DAPO",
+    "gspo": "agents.gspo:GSPO",
+    "rloo": "agents.rloo:RLOO",
+    "reinforce_pp": "agents.reinforce_pp:ReinforcePP",
+    "remax": "agents.remax:ReMax",
     "sb3-ppo": "agents.sb3:SB3PPO",
     "sb3-a2c": "agents.sb3:SB3A2C",
     "sb3-dqn": "agents.sb3:SB3DQN",
@@ -346,8 +365,28 @@ AGENTS: dict[str, str] = {
 }
 
 
+ALIASES: dict[str, str] = {
+    "reinforce++": "reinforce_pp",
+    "reinforce_plus_plus": "reinforce_pp",
+    "drgrpo": "dr_grpo",
+    "dr-grpo": "dr_grpo",
+    "dr.grpo": "dr_grpo",
+}
+"""Other spellings of the registered names (verl's ``reinforce_plus_plus``, OpenRLHF's ``reinforce++``)."""
+
+LM_LEARNERS = ("ppo", "grpo", "dr_grpo", "dapo", "gspo", "rloo", "reinforce_pp", "remax", "reinforce")
+"""The policy-optimisation algorithms, in the order tables list them."""
+
+
+def canonical_name(name: str) -> str:
+    """``name`` as registered (aliases resolved, case-insensitive)."""
+    key = str(name).lower()
+    return ALIASES.get(key, key if key in AGENTS else name)
+
+
 def agent_class(name: str) -> type:
-    """The agent class registered under ``name`` (imported on demand)."""
+    """The agent class registered under ``name`` or one of its aliases (imported on demand)."""
+    name = canonical_name(name)
     if name not in AGENTS:
         raise error.unknown("agent", name, AGENTS)
     module, _, attr = AGENTS[name].partition(":")

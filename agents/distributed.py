@@ -29,16 +29,11 @@ A single process (no ``WORLD_SIZE``, or ``WORLD_SIZE=1``) never touches ``torch.
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import hashlib
-import json
 import logging
 import os
-import time
-import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -227,10 +222,10 @@ def split_rngs(agent: Any, seed: int | None) -> None:
 
 
 def prepare_agent(agent: Any) -> None:
-    """Make a freshly built LM agent data-parallel (called by ``init_lm_agent``): agree on
+    """Make a freshly built LM agent data-parallel (called by ``LMAgent.__init__``): agree on
     ``policy_seed``, start from rank 0's weights (policy and reference), split the RNGs."""
     ctx: DistContext = agent.dist
-    agent.policy_seed = agent.config.policy_seed = ctx.broadcast_int(agent.policy_seed)
+    agent.config.policy_seed = ctx.broadcast_int(agent.config.policy_seed)
     ctx.broadcast_module(agent.policy)
     if agent.reference is not None:
         ctx.broadcast_module(agent.reference)
@@ -256,112 +251,3 @@ def param_digest(module: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-# -- evaluation and `lm-gym train` under torchrun ------------------------------------------
-
-
-def evaluate(
-    agent: Any,
-    env: Any,
-    n_episodes: int = 100,
-    seed: int | None = None,
-    *,
-    n_envs: int = 8,
-    return_episodes: bool = False,
-    **env_kwargs: Any,
-) -> dict[str, Any]:
-    """:func:`agents.evaluate` spread over the ranks: rank ``r`` runs its share of the
-    ``n_episodes`` (seed ``seed + r * 10_007``), rank 0 summarises all of them, and every
-    rank returns that summary. Without a process group it is :func:`agents.evaluate`."""
-    from agents.base import evaluate as evaluate_one
-    from agents.base import make_vec_env, run_episodes, summarize
-
-    ctx: DistContext | None = getattr(agent, "dist", None)
-    if ctx is None:
-        return evaluate_one(agent, env, n_episodes, seed, n_envs=n_envs, return_episodes=return_episodes, **env_kwargs)
-    share = n_episodes // ctx.world_size + (ctx.rank < n_episodes % ctx.world_size)
-    episodes = []
-    if share:
-        venv = make_vec_env(env, n_envs if isinstance(env, str) else 1, **env_kwargs)
-        episodes = run_episodes(agent, venv, share, seed=None if seed is None else seed + ctx.rank * 10_007)
-    everything = [e for part in ctx.gather(episodes) for e in part]
-    box: list[Any] = [summarize(everything) if ctx.is_main else None]
-    dist.broadcast_object_list(box, src=0)
-    out: dict[str, Any] = box[0]
-    if return_episodes:
-        out["episodes"] = everything
-    return out
-
-
-def run_cell(cell: Any, directory: str | Path, *, progress_bar: bool = False) -> Any:
-    """``lm-gym train`` under torchrun: :func:`lm_gym.bench.runner.run_cell` where every rank
-    trains and evaluates its share, and only rank 0 writes ``directory`` (the same files,
-    plus :data:`DIST_FILE`). Returns the :class:`~lm_gym.bench.runner.CellResult` (with the
-    evaluation on every rank).
-
-    Raises:
-        RuntimeError: the ranks ended with different weights (a learner that skipped the
-            gradient all-reduce).
-    """
-    from lm_gym.bench import runner
-
-    directory = Path(directory)
-    main = is_main_process()
-    if main:
-        runner.clear_cell(directory)
-        (directory / DIST_FILE).unlink(missing_ok=True)
-        directory.mkdir(parents=True, exist_ok=True)
-        runner.log_event(directory, f"start {cell.key} pid={os.getpid()} world_size={world_size_from_env()}")
-    start = time.perf_counter()
-    try:
-        agent = runner.build_agent(cell)
-        ctx: DistContext | None = getattr(agent, "dist", None)
-        if ctx is None:
-            raise error.InvalidArgument(
-                f"agent {cell.agent!r} does not train data-parallel under torchrun; "
-                "use ppo or reinforce (or run it in one process)"
-            )
-        if main:
-            config = {"cell": cell.to_dict(), "agent_config": runner.agent_config(agent, cell),
-                      "versions": runner.versions(), "world_size": ctx.world_size}
-            runner.write_atomic(directory / "config.json", json.dumps(config, indent=2, default=str))
-        # Rank 0's writer decides the time budget; learn() stops every rank when it says so.
-        writer = runner.CurveWriter(directory, cell.time_budget) if main else None
-        train_start = time.perf_counter()
-        agent.learn(total_timesteps=cell.budget, callback=writer, progress_bar=progress_bar and main)
-        train_seconds = time.perf_counter() - train_start
-        digests = ctx.gather(param_digest(agent.policy))
-        steps = ctx.gather(ctx.local_env_steps)
-        if main:
-            info = {"world_size": ctx.world_size, "backend": ctx.backend, "num_timesteps": agent.num_timesteps,
-                    "rank_env_steps": steps, "rank_param_digests": digests}
-            runner.write_atomic(directory / DIST_FILE, json.dumps(info, indent=2))
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"the ranks' weights differ after training (digests {digests})")
-        if main and cell.save_agent:
-            agent.save(directory / "agent")
-        eval_start = time.perf_counter()
-        result = evaluate(agent, cell.env_id, n_episodes=cell.eval_episodes, seed=cell.eval_seed,
-                          return_episodes=True, **cell.env_kwargs)
-        episodes = result.pop("episodes")
-        result.update(
-            num_timesteps=int(agent.num_timesteps), trained=True, train_seconds=round(train_seconds, 3),
-            eval_seconds=round(time.perf_counter() - eval_start, 3), world_size=ctx.world_size,
-        )
-        seconds = time.perf_counter() - start
-        if main:
-            with open(directory / "samples.jsonl", "w") as f:
-                for ep in episodes:
-                    f.write(json.dumps(dataclasses.asdict(ep)) + "\n")
-            runner.write_atomic(directory / "eval.json", json.dumps(result, indent=2, default=str))
-            runner.write_atomic(directory / runner.DONE, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {seconds:.1f}s\n")
-            runner.log_event(directory, f"done {cell.key} mean_reward={result['mean_reward']:.4f} {seconds:.1f}s")
-    except Exception as e:  # noqa: BLE001 - report like run_cell; torchrun stops the other ranks
-        rank = os.environ.get("RANK", "0")
-        if main:
-            (directory / "error.txt").write_text(traceback.format_exc())
-            runner.log_event(directory, f"failed {cell.key}: {e!r}")
-        logger.error("rank %s: cell %s failed: %r", rank, cell.key, e)
-        return runner.CellResult(cell, "failed", seconds=time.perf_counter() - start, error=repr(e))
-    return runner.CellResult(cell, "done", eval=result, seconds=seconds)

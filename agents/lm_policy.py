@@ -334,6 +334,19 @@ class LMPolicy(nn.Module):
             self._generator = torch.Generator(device=self.device)
             self._generator.manual_seed(seed)
 
+    def sampler_state(self) -> torch.Tensor | None:
+        """The sampling generator's state (None while unseeded: the global RNG is used)."""
+        return None if self._generator is None else self._generator.get_state()
+
+    def set_sampler_state(self, state: torch.Tensor | None) -> None:
+        """Restore :meth:`sampler_state` (None: back to the global RNG)."""
+        if state is None:
+            self._generator = None
+            return
+        if self._generator is None:
+            self._generator = torch.Generator(device=self.device)
+        self._generator.set_state(state)
+
     def reset_cache(self) -> None:
         """Drop the KV caches; the next :meth:`act` prefills every slot from its observation.
 

@@ -9,16 +9,48 @@ toy learner, not a trained model.
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import VectorEnv
 
-from agents import common
-from agents.base import Agent, read_agent_json
-from lm_gym import error
+from agents.base import Agent
+from agents.config import check_types, make_config, require
+
+
+@dataclass
+class ModelAgentConfig:
+    """The zero-shot model's sampling settings."""
+
+    temperature: float = 1.0
+    """Sampling temperature (> 0)."""
+    top_k: int | None = None
+    """Sample among the top_k most likely tokens (None: all)."""
+    top_p: float | None = None
+    """Nucleus sampling threshold in (0, 1] (None: off)."""
+    seed: int | None = None
+    """Seeds the sampling (and a toy task's fresh weights)."""
+    n_envs: int = 8
+    """Env slots when env is an id."""
+    env_kwargs: dict | None = None
+    """Keyword arguments for gym.make_vec when env is an id."""
+    device: str = "cpu"
+    """Torch device of the model."""
+    toy_model: dict | None = None
+    """Size of a toy task's fresh GPT-2 (n_layer, n_embd, n_head); None: the learners' default."""
+
+    def __post_init__(self) -> None:
+        from agents.lm_agent import LMAgentConfig
+
+        check_types(self)
+        require(self, "temperature", self.temperature > 0, "use a number > 0")
+        require(self, "top_k", self.top_k is None or self.top_k >= 1, "use an integer >= 1 or None")
+        require(self, "top_p", self.top_p is None or 0 < self.top_p <= 1, "use a number in (0, 1] or None")
+        require(self, "n_envs", self.n_envs >= 1, "use an integer >= 1")
+        # the device and toy-model rules are the learners': one place states them
+        LMAgentConfig(device=self.device, toy_model=self.toy_model or LMAgentConfig().toy_model)
 
 
 class ModelAgent(Agent):
@@ -26,62 +58,33 @@ class ModelAgent(Agent):
 
     Args:
         env: an env id, a ``gym.Env`` or a ``gym.vector.VectorEnv``.
-        temperature: sampling temperature (> 0).
-        top_k: sample among the ``top_k`` most likely tokens (None: all).
-        top_p: nucleus sampling threshold in (0, 1] (None: off).
-        seed: seeds the sampling (and a toy task's fresh weights).
-        n_envs: env slots when ``env`` is an id.
-        env_kwargs: keyword arguments for ``gym.make_vec`` when ``env`` is an id.
-        device: torch device of the model.
+        **config: the fields of :class:`ModelAgentConfig` (temperature, top_k, top_p, seed,
+            n_envs, env_kwargs, device, toy_model).
     """
 
     name: ClassVar[str] = "model"
+    config_class = ModelAgentConfig
 
-    def __init__(
-        self,
-        env: str | gym.Env | VectorEnv,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        n_envs: int = 8,
-        env_kwargs: dict[str, Any] | None = None,
-        device: str = "cpu",
-    ) -> None:
-        super().__init__(env, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise error.InvalidArgument(f"temperature={temperature!r} is invalid: use a number > 0")
-        self.temperature, self.top_k, self.top_p, self.device = temperature, top_k, top_p, device
-        self.policy = common.build_policy(
-            self.env, seed=0 if seed is None else seed, temperature=temperature, top_k=top_k,
-            top_p=top_p, device=device,
-        ).eval()
-        self.policy.seed(seed)
+    def __init__(self, env: str | gym.Env | VectorEnv, config: Any = None, **overrides: Any) -> None:
+        from agents.lm_agent import LMAgentConfig, build_policy
+
+        self.config = cfg = make_config(ModelAgentConfig, config, overrides)
+        super().__init__(env, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
+        sizes = LMAgentConfig(toy_model=cfg.toy_model) if cfg.toy_model else LMAgentConfig()
+        sizes.temperature, sizes.top_k, sizes.top_p = cfg.temperature, cfg.top_k, cfg.top_p
+        self.policy = build_policy(self.info, sizes, seed=0 if cfg.seed is None else cfg.seed, device=cfg.device).eval()
+        self.policy.seed(cfg.seed)
 
     def predict(
         self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
     ) -> tuple[np.ndarray, Any]:
-        """Actions for (N, L) or (L,) observations. ``episode_start`` (N,) flags the slots
-        whose observation starts an episode: those are prefilled, the others advance the KV
-        cache by one token. None prefills every slot (correct, but a forward over the window)."""
-        return common.predict(self.policy, obs, episode_start, deterministic, self.action_mask), state
+        """Actions for (N, L) or (L,) observations, KV-cached across calls (see
+        :meth:`agents.lm_agent.LMAgent.predict`)."""
+        from agents.lm_agent import predict_with
+
+        return predict_with(self.policy, obs, episode_start, deterministic, self.action_mask, self.info.vocab_size), state
 
     def config_dict(self) -> dict[str, Any]:
-        return {
-            "env_id": self.env_id, "env_kwargs": self.env_kwargs, "n_envs": self.n_envs,
-            "seed": self.seed, "temperature": self.temperature, "top_k": self.top_k,
-            "top_p": self.top_p, "device": self.device,
-        }
+        from dataclasses import asdict
 
-    @classmethod
-    def load(cls, path: str | Path, env: str | gym.Env | VectorEnv | None = None, **overrides: Any) -> ModelAgent:
-        """Rebuild from ``path/agent.json`` (written by :meth:`save`; the model is not copied,
-        it is the env's own, or a toy task's fresh one from ``seed``)."""
-        config = {**read_agent_json(path)["config"], **overrides}
-        env_id = config.pop("env_id", None)
-        env = env if env is not None else env_id
-        if env is None:
-            raise error.InvalidArgument(f"{path}: the saved agent has no env id; pass env=")
-        if not isinstance(env, str):
-            config.pop("env_kwargs", None)
-        return cls(env, **config)
+        return {"env_id": self.env_id, **asdict(self.config), "env_kwargs": self.env_kwargs, "n_envs": self.n_envs}

@@ -13,7 +13,7 @@ Baselines ``b``:
 - ``"moving_average"``: an exponential moving average of past batches' mean return
   (Williams 1992), taken *before* this batch updates it.
 - ``"leave_one_out"``: k = ``samples_per_prompt`` completions of the same prompt (k
-  consecutive env slots reset with the same seed, see :mod:`agents.common`), each
+  consecutive env slots reset with the same seed, see :mod:`agents.rollout`), each
   baselined by the mean return of the other k - 1 (Kool et al. 2019, "Buy 4 REINFORCE
   samples, get a baseline for free!").
 
@@ -25,28 +25,22 @@ step). Each chunk costs one forward of the policy, never a forward per token.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
-import gymnasium as gym
-import numpy as np
 import torch
-from gymnasium.vector import VectorEnv
 
-from agents import common
-from agents.advantages import MovingAverageBaseline, kl_k1, leave_one_out_baseline
-from agents.base import Agent, Callback
-from agents.common import LMAgentConfig, RolloutBatch
-from lm_gym import error
+from agents.advantages import MovingAverageBaseline, leave_one_out_advantages
+from agents.config import require
+from agents.lm_agent import LMAgent, LMAgentConfig
+from agents.losses import aggregate
+from agents.rollout import RolloutBatch
 
 BASELINES = ("none", "moving_average", "leave_one_out")
-DEFAULT_LR = (1e-3, 1e-5)
-"""Adam step size when learning_rate is None: (fresh toy policy, pretrained LM)."""
 
 
 @dataclass
 class ReinforceConfig(LMAgentConfig):
-    """REINFORCE's settings (with the shared ones of :class:`agents.common.LMAgentConfig`)."""
+    """REINFORCE's settings (with the shared ones of :class:`agents.lm_agent.LMAgentConfig`)."""
 
     baseline: str = "moving_average"
     """Baseline subtracted from the return: "none", "moving_average" or "leave_one_out"."""
@@ -61,149 +55,77 @@ class ReinforceConfig(LMAgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.baseline not in BASELINES:
-            raise error.InvalidArgument(
-                f"baseline={self.baseline!r} is invalid: use one of {list(BASELINES)}"
-            )
-        if self.baseline == "leave_one_out" and self.samples_per_prompt < 2:
-            raise error.InvalidArgument(
-                f"baseline='leave_one_out' needs samples_per_prompt >= 2 completions per prompt, "
-                f"got samples_per_prompt={self.samples_per_prompt}"
-            )
-        if not (isinstance(self.baseline_decay, (int, float)) and 0 <= self.baseline_decay <= 1):
-            raise error.InvalidArgument(
-                f"baseline_decay={self.baseline_decay!r} is invalid: use a number in [0, 1]"
-            )
-        if not (isinstance(self.ent_coef, (int, float)) and self.ent_coef >= 0):
-            raise error.InvalidArgument(f"ent_coef={self.ent_coef!r} is invalid: use a number >= 0")
-        if self.minibatch_size is not None and (
-            isinstance(self.minibatch_size, bool) or not isinstance(self.minibatch_size, int)
-            or self.minibatch_size < 1
-        ):
-            raise error.InvalidArgument(
-                f"minibatch_size={self.minibatch_size!r} is invalid: use an integer >= 1 or None"
-            )
+        require(self, "baseline", self.baseline in BASELINES, f"use one of {list(BASELINES)}")
+        require(self, "samples_per_prompt", self.baseline != "leave_one_out" or self.samples_per_prompt >= 2,
+                "baseline='leave_one_out' needs samples_per_prompt >= 2 completions per prompt")
+        require(self, "baseline_decay", 0 <= self.baseline_decay <= 1, "use a number in [0, 1]")
+        require(self, "ent_coef", self.ent_coef >= 0, "use a number >= 0")
+        require(self, "minibatch_size", self.minibatch_size is None or self.minibatch_size >= 1,
+                "use an integer >= 1 or None")
+        require(self, "kl_placement", self.kl_placement == "reward",
+                'REINFORCE folds the KL into the return: use "reward"')
 
 
-class Reinforce(Agent):
-    """REINFORCE with a baseline over a causal-LM policy (see the module docstring).
-
-    Args:
-        env: an env id, a ``gym.Env`` or a ``gym.vector.VectorEnv`` (autoresetting).
-        config: a :class:`ReinforceConfig` or a dict; keyword arguments override its fields.
+class Reinforce(LMAgent):
+    """REINFORCE with a baseline over a causal-LM policy (module docstring).
 
     Example::
 
-        agent = Reinforce("lm_gym/Copy-v0", baseline="leave_one_out", samples_per_prompt=4, seed=0)
+        agent = agents.Reinforce("lm_gym/Copy-v0", baseline="leave_one_out", samples_per_prompt=4, seed=0)
         agent.learn(20_000, progress_bar=True)
     """
 
     name: ClassVar[str] = "reinforce"
+    config_class = ReinforceConfig
+    default_lr = (1e-3, 1e-5)
+    config: ReinforceConfig
 
-    def __init__(
-        self,
-        env: str | gym.Env | VectorEnv,
-        config: ReinforceConfig | dict[str, Any] | None = None,
-        **overrides: Any,
-    ) -> None:
-        self.config: ReinforceConfig = common.make_config(ReinforceConfig, config, overrides)
-        common.init_lm_agent(self, env, self.config, default_lr=DEFAULT_LR)
+    def setup(self) -> None:
         self.baseline = MovingAverageBaseline(self.config.baseline_decay)
 
-    # -- the update -----------------------------------------------------------------------
-
-    def _returns(self, batch: RolloutBatch) -> tuple[np.ndarray, np.ndarray]:
-        """Per-episode returns R (B,) and the per-token KL to the reference (B, C)."""
-        kl = np.zeros_like(batch.logprobs)
-        if batch.ref_logprobs is not None:
-            kl = kl_k1(batch.logprobs, batch.ref_logprobs, batch.completion_mask)  # (B, C)
-        return batch.scores - self.kl_coef * kl.sum(1), kl
-
-    def _advantages(self, returns: np.ndarray) -> np.ndarray:
-        """R - b for each episode (B,)."""
+    def advantages(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R - b (B,), the per-token k1 KL (B, C)), R the return minus kl_coef x the KL."""
         cfg = self.config
+        kl = self.reward_kl(batch)  # (B, C)
+        returns = batch.scores - self.kl_coef * kl.sum(1)  # (B,)
         if cfg.baseline == "leave_one_out":
-            baseline = leave_one_out_baseline(returns, cfg.samples_per_prompt)
+            adv = leave_one_out_advantages(returns, batch.group_size)
         elif cfg.baseline == "moving_average":
-            baseline = np.full_like(returns, self.baseline.value)
+            adv = returns - self.baseline.value  # the baseline before this batch updates it
             self.baseline.update(returns)
         else:
-            baseline = np.zeros_like(returns)
-        adv = returns - baseline
+            adv = returns.clone()
         if cfg.normalize_advantages and len(adv) > 1:
             adv = adv / (adv.std() + 1e-8)
-        return adv.astype(np.float32)
+        return adv, kl
 
-    def _update(self, batch: RolloutBatch) -> dict[str, float]:
-        returns, kl = self._returns(batch)
-        advantages = self._advantages(returns)  # (B,)
-        n = len(advantages)
-        size = self.config.minibatch_size or n
-        cols = common.completion_slice(batch)
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        cfg = self.config
+        advantages, kl = self.advantages(batch)  # (B,), (B, C)
+        n = len(batch)
         loss_sum = entropy_sum = 0.0
-        self.policy.train()
-        for start in range(0, n, size):
-            idx = np.arange(start, min(start + size, n))
-            t = batch.tensors(self.policy.device, idx)
-            mask = t["completion_mask"]  # (b, C)
-            ev = common.teacher_forced(self.policy, t, cols, self.action_mask)  # (b, C) fields
-            adv = torch.as_tensor(advantages[idx], device=mask.device)  # (b,)
+        for rows in self.minibatches(n, cfg.minibatch_size, shuffle=False):
+            mb = batch.select(rows)
+            mask = mb.completion_mask  # (b, C)
+            ev = self.evaluate_actions(mb)  # one forward: (b, C) fields
             seq_logprob = (ev.logprobs * mask).sum(1)  # (b,): log pi(completion | prompt)
-            entropy = common.masked_entropy(ev.entropy, mask, self.config.ent_coef > 0)
-            # Sum over the batch here, mean over the batch through the 1/n scale: chunks
-            # add up to the gradient of the full-batch mean.
-            loss = -(seq_logprob * adv).sum() / n - self.config.ent_coef * entropy * len(idx) / n
+            entropy = aggregate(ev.entropy if cfg.ent_coef > 0 else ev.entropy.detach(), mask, "token-mean")
+            # Sums over the chunk scaled by 1/n: the chunks add up to the full-batch mean's gradient.
+            loss = (-(seq_logprob * advantages[rows]).sum() - cfg.ent_coef * entropy * len(rows)) / n
             loss.backward()
-            loss_sum += loss.item()
-            entropy_sum += entropy.item() * len(idx)
-        grad_norm = common.optimizer_step(self)
-        mask = batch.completion_mask
+            loss_sum += float(loss)
+            entropy_sum += float(entropy) * len(rows)
+        grad_norm = self.optimizer_step()
         return {
-            "train/policy_loss": loss_sum,
-            "train/entropy": entropy_sum / n,
-            "train/kl": float((kl * mask).sum(1).mean()),
-            "train/kl_coef": self.kl_coef,
-            "train/baseline": self.baseline.value,
-            "train/advantage_std": float(advantages.std()),
-            "train/grad_norm": grad_norm,
-            "train/learning_rate": self.optimizer.param_groups[0]["lr"],
+            "train/policy_loss": loss_sum, "train/entropy": entropy_sum / n,
+            "train/kl": float(kl.sum(1).mean()), "train/kl_coef": self.kl_coef,
+            "train/baseline": self.baseline.value, "train/advantage_std": float(advantages.std()),
+            "train/grad_norm": grad_norm, "train/learning_rate": self.optimizer.param_groups[0]["lr"],
         }
 
-    # -- the protocol ---------------------------------------------------------------------
-
-    def learn(
-        self,
-        total_timesteps: int,
-        callback: Callback | None = None,
-        progress_bar: bool = False,
-        resume: bool = False,
-    ) -> Reinforce:
-        """Train for ``total_timesteps`` env steps (with ``resume=True``: restore the last
-        checkpoint in ``run_dir`` and train until ``num_timesteps == total_timesteps``)."""
-        return common.learn(
-            self, total_timesteps, self._update, self.reference, callback, progress_bar, resume
-        )
-
-    def predict(
-        self, obs: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False
-    ) -> tuple[np.ndarray, Any]:
-        """Actions for (N, L) or (L,) observations; KV-cached across calls when
-        ``episode_start`` flags the slots that start an episode (None: prefill all)."""
-        return common.predict(self.policy, obs, episode_start, deterministic, self.action_mask), state
-
-    def save(self, path: str | Path) -> None:
-        common.save_agent(self, path)
-
-    @classmethod
-    def load(cls, path: str | Path, env: str | gym.Env | VectorEnv | None = None, **overrides: Any) -> Reinforce:
-        return common.load_agent(cls, path, env, **overrides)
-
-    def config_dict(self) -> dict[str, Any]:
-        return common.lm_config_dict(self)
-
     def algorithm_state(self) -> dict[str, Any]:
-        return {"baseline": self.baseline._value, "kl_coef": self.kl_coef}
+        return {"baseline": self.baseline.state, "kl_coef": self.kl_coef}
 
     def load_algorithm_state(self, state: dict[str, Any]) -> None:
-        self.baseline._value = state["baseline"]
+        self.baseline.state = state["baseline"]
         self.kl_coef = float(state["kl_coef"])

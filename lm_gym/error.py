@@ -72,3 +72,11 @@ def missing_extra(package: str, extra: str, purpose: str = "") -> DependencyNotI
         f"{package} is required{what} but is not installed. "
         f"Install it with: pip install 'lm-gym[{extra}]'"
     )
+
+
+class CheckpointError(Error, OSError):
+    """A saved agent or checkpoint folder is damaged, incomplete, or holds another agent."""
+
+
+class TrainingError(Error, RuntimeError):
+    """Training cannot go on (e.g. the loss or the gradients stayed non-finite)."""
