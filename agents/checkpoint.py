@@ -42,9 +42,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _damaged(path: Path, what: str) -> error.CheckpointError:
+def damaged(path: Path, what: str) -> error.CheckpointError:
     folder = path.parent
-    others = [p.name for p in checkpoints_of(folder.parent.parent)] if folder.parent.name == CHECKPOINTS else []
+    others = [p.name for p in checkpoints_of(folder.parent.parent) if p != folder] if folder.parent.name == CHECKPOINTS else []
     also = f"; other checkpoints there: {others}" if others else ""
     return error.CheckpointError(f"{path} is damaged ({what}): the saved agent in {folder} cannot be used{also}")
 
@@ -53,9 +53,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _damaged(path, f"not valid JSON: {e}") from None
+        raise damaged(path, f"not valid JSON: {e}") from None
     if not isinstance(data, dict):
-        raise _damaged(path, f"expected a JSON object, found {type(data).__name__}")
+        raise damaged(path, f"expected a JSON object, found {type(data).__name__}")
     return data
 
 
@@ -67,7 +67,7 @@ def read_agent_json(path: str | Path, expected: str | None = None) -> dict[str, 
         raise error.InvalidArgument(f"{path} is not a saved agent (no {AGENT_FILE} in it)")
     meta = _read_json(file)
     if not isinstance(meta.get("agent"), str) or not isinstance(meta.get("config"), dict):
-        raise _damaged(file, 'it needs "agent" (a name) and "config" (an object)')
+        raise damaged(file, 'it needs "agent" (a name) and "config" (an object)')
     if expected is not None and meta["agent"] != expected:
         raise error.CheckpointError(
             f"{path} holds a saved {meta['agent']!r} agent, not {expected!r}; load it with "
@@ -83,7 +83,7 @@ def read_state(path: str | Path) -> dict[str, Any]:
     state = _read_json(file)
     for key in ("num_timesteps", "n_updates", "policy_seed", "rng", "algorithm"):
         if key not in state:
-            raise _damaged(file, f"the key {key!r} is missing")
+            raise damaged(file, f"the key {key!r} is missing")
     return state
 
 
@@ -96,9 +96,9 @@ def read_trainer(path: str | Path) -> dict[str, Any]:
         raise error.CheckpointError(f"{path} is incomplete: {TRAINER_FILE} is missing") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
         # Not torch's own message: it suggests weights_only=False, which would unpickle it.
-        raise _damaged(file, f"{type(e).__name__} while reading tensors") from None
+        raise damaged(file, f"{type(e).__name__} while reading tensors") from None
     if not isinstance(trainer, dict) or "optimizer" not in trainer:
-        raise _damaged(file, "it holds no optimizer state")
+        raise damaged(file, "it holds no optimizer state")
     return trainer
 
 

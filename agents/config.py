@@ -52,7 +52,7 @@ def _coerce(name: str, value: Any, bases: set[Any]) -> Any:
     if float in bases and isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise TypeError("not finite")
-        return float(value) if int not in bases else value
+        return value
     for base in bases - {int, float, bool}:
         if base is Any or (isinstance(base, type) and isinstance(value, base)):
             return value

@@ -123,7 +123,7 @@ class GRPO(LMAgent):
                 loss = loss - cfg.ent_coef * entropy
                 loss.backward()
                 sums["grad_norm"] += self.optimizer_step()
-                sums["loss"] += float(loss)
+                sums["loss"] += loss.item()
                 sums["kl"] += 0.0 if kl is None else float(aggregate(kl, mask, "token-mean"))
                 sums["entropy"] += float(entropy)
                 sums["clip"] += float(pg.clipped.float().sum() / mask.sum())

@@ -456,7 +456,10 @@ class LMAgent(Agent):
         ckpt.read_agent_json(path, expected=self.name)
         state = ckpt.read_state(path)
         trainer = ckpt.read_trainer(path)
-        loaded = LMPolicy.from_pretrained(path / ckpt.POLICY_DIR)
+        try:
+            loaded = LMPolicy.from_pretrained(path / ckpt.POLICY_DIR)
+        except Exception as e:  # noqa: BLE001 - safetensors, JSON and HF raise their own types
+            raise ckpt.damaged(path / ckpt.POLICY_DIR, f"{type(e).__name__}: {e}") from None
         if loaded.vocab_size != self.policy.vocab_size:
             raise error.CheckpointError(
                 f"{path} holds a policy with {loaded.vocab_size} tokens but the env has "

@@ -113,7 +113,7 @@ class Reinforce(LMAgent):
             # Sums over the chunk scaled by 1/n: the chunks add up to the full-batch mean's gradient.
             loss = (-(seq_logprob * advantages[rows]).sum() - cfg.ent_coef * entropy * len(rows)) / n
             loss.backward()
-            loss_sum += float(loss)
+            loss_sum += loss.item()
             entropy_sum += float(entropy) * len(rows)
         grad_norm = self.optimizer_step()
         return {

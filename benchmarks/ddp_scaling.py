@@ -57,7 +57,7 @@ def worker(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     agent.learn(args.timesteps, callback=record)
     train_s = time.perf_counter() - start
-    result = distributed.evaluate(agent, ENV, n_episodes=200, seed=123, **ENV_KWARGS)
+    result = agents.evaluate(agent, ENV, n_episodes=200, seed=123, **ENV_KWARGS)
     if distributed.is_main_process():
         smoothed = [statistics.mean(r for _, r in rewards[max(0, i - 4) : i + 1]) for i in range(len(rewards))]
         reached = next((rewards[i][0] for i, r in enumerate(smoothed) if i >= 4 and r >= args.threshold), None)

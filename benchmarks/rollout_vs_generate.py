@@ -30,8 +30,6 @@ import torch
 
 import agents
 import lm_gym
-from agents import common
-from agents.base import text_task_of
 from lm_gym.models import load_model_and_tokenizer
 
 
@@ -49,7 +47,7 @@ class Rollout:
         self.agent = agents.make("model", self.envs, seed=0)
         self.batch, self.tokens = batch, tokens
         if not allow_eos:  # as generate's min_new_tokens: EOS masked, every episode runs `tokens`
-            eos = text_task_of(self.envs).tokenizer.eos_token_id
+            eos = self.agent.info.eos_token_id
             mask = np.ones(self.envs.single_action_space.n, dtype=bool)
             if self.agent.action_mask is not None:
                 mask &= self.agent.action_mask
@@ -94,8 +92,8 @@ class Generate:
 
 def buffer_bytes_per_token(env_id: str, **env_kwargs: object) -> tuple[int, float]:
     agent = agents.make("ppo", env_id, n_envs=8, batch_size=8, seed=0, kl_coef=0.1, env_kwargs=env_kwargs)
-    batch = common.collect(agent, agent.reference)
-    return int(agent.env.single_action_space.n), batch.nbytes() / batch.input_ids.size
+    batch = agent.rollout()
+    return int(agent.env.single_action_space.n), batch.nbytes() / batch.input_ids.numel()
 
 
 def main() -> None:

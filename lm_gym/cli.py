@@ -250,13 +250,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     from agents import distributed
 
-    if distributed.launched():  # under torchrun: every rank trains, rank 0 writes and reports
-        result = distributed.run_cell(cell, out, progress_bar=not args.no_progress)
-        if not distributed.is_main_process():
-            return 0 if result.status == "done" else 1
-    else:
-        (out / DONE).unlink(missing_ok=True)  # train always trains afresh
-        result = run_cell(cell, out.parent, directory=out, progress_bar=not args.no_progress)
+    (out / DONE).unlink(missing_ok=True)  # train always trains afresh (every rank clears it first)
+    # Under torchrun every rank trains its share and rank 0 alone writes and reports.
+    result = run_cell(cell, out.parent, directory=out, progress_bar=not args.no_progress)
+    if not distributed.is_main_process():
+        return 0 if result.status == "done" else 1
     if result.status != "done":
         print(f"training failed: {result.error} (traceback in {out / 'error.txt'})", file=sys.stderr)
         return 1
@@ -274,7 +272,7 @@ def find_saved_agent(path: Path) -> Path:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import agents
-    from agents.base import read_agent_json
+    from agents.checkpoint import read_agent_json
 
     quiet_libraries()
     path = find_saved_agent(Path(args.dir))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import agents
-from agents.base import Agent, text_task_of
+from agents.base import Agent
 from lm_gym import bench, error
 from lm_gym.bench.report import CellRecord, summary_markdown
 
@@ -47,7 +47,7 @@ class TinyLearner(Agent):
         super().__init__(env, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
         self.config = TinyConfig(sleep=sleep, log_every=log_every)
         self.rng = np.random.default_rng(seed)
-        self.vocab = text_task_of(self.env).vocab_size
+        self.vocab = self.info.vocab_size
 
     def predict(self, obs, state=None, episode_start=None, deterministic=False):
         n = len(np.atleast_2d(obs["input_ids"]))

@@ -85,7 +85,7 @@ first = agents.Reinforce("lm_gym/Copy-v0", **config).learn(60).num_timesteps
 # a second agent resumes from rank 0's last checkpoint (read by every rank), trains to 120 steps
 agent = agents.Reinforce("lm_gym/Copy-v0", **config)
 agent.learn(120, resume=True)
-result = agents.distributed.evaluate(agent, "lm_gym/Copy-v0", n_episodes=6, seed=0,
+result = agents.evaluate(agent, "lm_gym/Copy-v0", n_episodes=6, seed=0,
                                      alphabet_size=2, min_length=2, max_length=2)
 rank = agent.dist.rank
 with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:

@@ -206,57 +206,102 @@ def run_cell(
 ) -> CellResult:
     """Train (if the agent learns) and evaluate one cell, writing its directory
     (``out_dir/cell.key``, or ``directory`` when given); errors are caught, logged to
-    ``error.txt`` and reported as ``status="failed"``."""
+    ``error.txt`` and reported as ``status="failed"``.
+
+    Under torchrun (``lm-gym train`` with ``WORLD_SIZE > 1``) every rank builds, trains and
+    evaluates its share, and only rank 0 writes the directory (plus ``distributed.json``:
+    world size, each rank's env steps and final weight digest)."""
+    from agents import distributed
+
     if directory is None:
         out_dir, directory = Path(out_dir), cell_dir(out_dir, cell)
     else:  # a single run (lm-gym train): the log goes next to the results
         out_dir = directory = Path(directory)
+    main = distributed.is_main_process()
     if (directory / DONE).is_file():
         return CellResult(cell, "cached", eval=json.loads((directory / "eval.json").read_text()))
-    clear_cell(directory)  # an interrupted or failed earlier attempt: start over
-    directory.mkdir(parents=True, exist_ok=True)
-    log_event(out_dir, f"start {cell.key} pid={os.getpid()}")
+    if main:
+        clear_cell(directory)  # an interrupted or failed earlier attempt: start over
+        (directory / distributed.DIST_FILE).unlink(missing_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        log_event(out_dir, f"start {cell.key} pid={os.getpid()}")
     start = time.perf_counter()
     try:
-        import agents
+        result = _train_and_evaluate(cell, directory, main, progress_bar)
+        seconds = time.perf_counter() - start
+        if main:
+            write_atomic(directory / DONE, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {seconds:.1f}s\n")
+            log_event(out_dir, f"done {cell.key} mean_reward={result['mean_reward']:.4f} {seconds:.1f}s")
+    except Exception as e:  # noqa: BLE001 - one failed cell must not stop the grid
+        if main:
+            (directory / "error.txt").write_text(traceback.format_exc())
+            log_event(out_dir, f"failed {cell.key}: {e!r}")
+        logger.error("cell %s failed: %r (traceback in %s)", cell.key, e, directory / "error.txt")
+        return CellResult(cell, "failed", seconds=time.perf_counter() - start, error=repr(e))
+    return CellResult(cell, "done", eval=result, seconds=seconds)
 
-        agent = build_agent(cell)
+
+def _train_and_evaluate(cell: Cell, directory: Path, main: bool, progress_bar: bool) -> dict[str, Any]:
+    """The body of :func:`run_cell`: build, train, save, evaluate; rank 0 writes the files."""
+    import agents
+    from agents import distributed
+
+    agent = build_agent(cell)
+    ctx = getattr(agent, "dist", None)
+    if distributed.launched() and ctx is None:
+        raise error.InvalidArgument(
+            f"agent {cell.agent!r} does not train data-parallel under torchrun; use an LM learner "
+            f"({', '.join(agents.LM_LEARNERS)}) or run it in one process"
+        )
+    if main:
         config = {"cell": cell.to_dict(), "agent_config": agent_config(agent, cell), "versions": versions()}
+        if ctx is not None:
+            config["world_size"] = ctx.world_size
         write_atomic(directory / "config.json", json.dumps(config, indent=2, default=str))
-        writer = CurveWriter(directory, cell.time_budget)
-        train_start = time.perf_counter()
-        trained = learns(agent, cell.agent)
-        if trained:
-            agent.learn(total_timesteps=cell.budget, callback=writer, progress_bar=progress_bar)
-        train_seconds = time.perf_counter() - train_start
-        if cell.save_agent and callable(getattr(agent, "save", None)):
-            agent.save(directory / "agent")
-        eval_start = time.perf_counter()
-        result = agents.evaluate(
-            agent, cell.env_id, n_episodes=cell.eval_episodes, seed=cell.eval_seed,
-            return_episodes=True, **cell.env_kwargs,
-        )
-        episodes = result.pop("episodes")
-        timesteps = int(getattr(agent, "num_timesteps", 0) or 0)
-        result.update(
-            num_timesteps=timesteps, trained=trained, train_seconds=round(train_seconds, 3),
-            eval_seconds=round(time.perf_counter() - eval_start, 3),
-        )
-        if writer.rows == 0:  # non-learning agents (or a learner that never called back)
-            writer.write(timesteps, {"mean_reward": result["mean_reward"], **{k: v for k, v in result.items() if k.startswith("reward/")}})
+    # Rank 0's writer decides the time budget; learn() stops every rank when it says so.
+    writer = CurveWriter(directory, cell.time_budget) if main else None
+    train_start = time.perf_counter()
+    trained = learns(agent, cell.agent)
+    if trained:
+        agent.learn(total_timesteps=cell.budget, callback=writer, progress_bar=progress_bar and main)
+    train_seconds = time.perf_counter() - train_start
+    if ctx is not None:
+        _check_ranks_agree(agent, ctx, directory, main)
+    if main and cell.save_agent and callable(getattr(agent, "save", None)):
+        agent.save(directory / "agent")
+    eval_start = time.perf_counter()
+    result = agents.evaluate(agent, cell.env_id, n_episodes=cell.eval_episodes, seed=cell.eval_seed,
+                             return_episodes=True, **cell.env_kwargs)
+    episodes = result.pop("episodes")
+    timesteps = int(getattr(agent, "num_timesteps", 0) or 0)
+    result.update(num_timesteps=timesteps, trained=trained, train_seconds=round(train_seconds, 3),
+                  eval_seconds=round(time.perf_counter() - eval_start, 3))
+    if ctx is not None:
+        result["world_size"] = ctx.world_size
+    if main:
+        if writer is not None and writer.rows == 0:  # non-learning agents (or no callback)
+            writer.write(timesteps, {"mean_reward": result["mean_reward"],
+                                     **{k: v for k, v in result.items() if k.startswith("reward/")}})
         with open(directory / "samples.jsonl", "w") as f:
             for ep in episodes:
                 f.write(json.dumps(dataclasses.asdict(ep)) + "\n")
         write_atomic(directory / "eval.json", json.dumps(result, indent=2, default=str))
-        seconds = time.perf_counter() - start
-        write_atomic(directory / DONE, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {seconds:.1f}s\n")
-    except Exception as e:  # noqa: BLE001 - one failed cell must not stop the grid
-        (directory / "error.txt").write_text(traceback.format_exc())
-        log_event(out_dir, f"failed {cell.key}: {e!r}")
-        logger.error("cell %s failed: %r (traceback in %s)", cell.key, e, directory / "error.txt")
-        return CellResult(cell, "failed", seconds=time.perf_counter() - start, error=repr(e))
-    log_event(out_dir, f"done {cell.key} mean_reward={result['mean_reward']:.4f} {seconds:.1f}s")
-    return CellResult(cell, "done", eval=result, seconds=seconds)
+    return result
+
+
+def _check_ranks_agree(agent: Any, ctx: Any, directory: Path, main: bool) -> None:
+    """Every rank must end with the same weights (a learner that skipped the gradient
+    all-reduce would not); rank 0 records the digests and each rank's env steps."""
+    from agents import distributed
+
+    digests = ctx.gather(distributed.param_digest(agent.policy))
+    steps = ctx.gather(ctx.local_env_steps)
+    if main:
+        info = {"world_size": ctx.world_size, "backend": ctx.backend, "num_timesteps": agent.num_timesteps,
+                "rank_env_steps": steps, "rank_param_digests": digests}
+        write_atomic(directory / distributed.DIST_FILE, json.dumps(info, indent=2))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"the ranks' weights differ after training (digests {digests})")
 
 
 # -- the grid -------------------------------------------------------------------------------

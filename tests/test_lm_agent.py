@@ -1,5 +1,6 @@
-"""Rollouts, checkpoints, logging and predict shared by the LM learners (agents.common),
-and the zero-shot ModelAgent."""
+"""What every LM learner shares through LMAgent (agents.lm_agent, agents.rollout,
+agents.checkpoint): rollouts, predict, save/load, checkpoints and exact resume for every
+registered algorithm, logging; and the zero-shot ModelAgent."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import pytest
 import torch
 
 import agents
-from agents import common
+from agents import checkpoint
+from agents.lm_agent import LMAgent
 from agents.model import ModelAgent
 from agents.ppo import PPO
 from agents.reinforce import Reinforce
+from agents.rollout import teacher_forced
+from lm_gym import error
 
 COPY = "lm_gym/Copy-v0"
 SMALL = {"alphabet_size": 2, "min_length": 2, "max_length": 2}
@@ -23,9 +27,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small_agent(cls=Reinforce, **kw):
+    if isinstance(cls, str):
+        cls = agents.agent_class(cls)
     config = dict(env_kwargs=SMALL, n_envs=8, batch_size=8, seed=0)
+    if cls.config_class().samples_per_prompt > 1:  # group methods: 4 prompts x 2 samples
+        config["samples_per_prompt"] = 2
     config.update(kw)
     return cls(COPY, **config)
+
+
+def batch_arrays(batch):
+    return {k: v.cpu().numpy() for k, v in vars(batch).items() if isinstance(v, torch.Tensor)}
 
 
 def params(agent):
@@ -43,36 +55,40 @@ def assert_params_equal(a, b):
 
 def test_collect_matches_teacher_forcing_and_env_rewards():
     agent = small_agent(n_envs=8, batch_size=16)  # two rounds of 8
-    batch = common.collect(agent, None)
+    batch = agent.rollout()
     b, c = batch.completion_mask.shape
     assert b == 16 and batch.input_ids.shape == (16, batch.prompt_width + c)
+    assert batch.input_ids.device == agent.policy.device and batch.logprobs.dtype == torch.float32
     # Every episode ended once: length >= 1, EOS only as the last token.
-    lengths = batch.lengths.astype(int)
+    lengths = batch.lengths.long()
     assert (lengths >= 1).all() and (lengths <= 3).all()  # max_length 2 + EOS
     comp = batch.input_ids[:, batch.prompt_width:]
     for row, n in zip(comp, lengths):
         assert 1 not in row[: n - 1]
         assert set(row[:n].tolist()) <= {1, 2, 3}  # EOS, 'a', 'b' (the action mask; '=' is 4)
     # The env's score sits at the last token; components came along.
-    assert np.allclose(batch.rewards[np.arange(b), lengths - 1], batch.scores)
+    torch.testing.assert_close(batch.rewards[torch.arange(b), lengths - 1], batch.scores)
     assert set(batch.components) == {"accuracy", "length", "exact"}
+    # terminated: EOS ended the episode (the last token is EOS), else the budget did
+    last = comp[torch.arange(b), lengths - 1]
+    assert torch.equal(batch.terminated, last == 1)
     # Log-probs and values recorded with the KV cache equal one teacher-forced forward.
     with torch.no_grad():
-        t = batch.tensors(agent.policy.device)
-        ev = common.teacher_forced(agent.policy, t, common.completion_slice(batch), agent.action_mask)
+        ev = teacher_forced(agent.policy, batch, agent.action_mask)
     m = batch.completion_mask > 0
-    np.testing.assert_allclose(ev.logprobs.numpy()[m], batch.logprobs[m], atol=1e-5)
-    np.testing.assert_allclose(ev.values.numpy()[m], batch.values[m], atol=1e-6)
+    torch.testing.assert_close(ev.logprobs[m], batch.logprobs[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ev.values[m], batch.values[m], atol=1e-6, rtol=0)
     assert batch.env_steps >= int(lengths.sum())
 
 
 def test_samples_per_prompt_groups_share_their_prompt():
     agent = small_agent(n_envs=8, batch_size=8, samples_per_prompt=4, env_kwargs={"alphabet_size": 4})
-    batch = common.collect(agent, None)
+    batch = agent.rollout()
+    assert batch.group_size == 4
     prompts = batch.input_ids[:, : batch.prompt_width]
     assert (prompts[:4] == prompts[0]).all() and (prompts[4:] == prompts[4]).all()
     # Across 20 groups the prompts are not all the same.
-    many = [tuple(common.collect(agent, None).input_ids[0, : batch.prompt_width]) for _ in range(10)]
+    many = [tuple(agent.rollout().input_ids[0, : batch.prompt_width].tolist()) for _ in range(10)]
     assert len(set(many)) > 1
 
 
@@ -82,22 +98,21 @@ def test_collect_works_with_either_autoreset_mode(mode):
 
     envs = gym.make_vec(COPY, num_envs=4, vectorization_mode="vector_entry_point", autoreset_mode=mode, **SMALL)
     agent = Reinforce(envs, batch_size=4, seed=0)
-    batch = common.collect(agent, None)
+    batch = agent.rollout()
     assert batch.completion_mask.shape[0] == 4 and (batch.lengths >= 1).all()
     with torch.no_grad():
-        t = batch.tensors(agent.policy.device)
-        ev = common.teacher_forced(agent.policy, t, common.completion_slice(batch), agent.action_mask)
+        ev = teacher_forced(agent.policy, batch, agent.action_mask)
     m = batch.completion_mask > 0
-    np.testing.assert_allclose(ev.logprobs.numpy()[m], batch.logprobs[m], atol=1e-5)
+    torch.testing.assert_close(ev.logprobs[m], batch.logprobs[m], atol=1e-5, rtol=0)
 
 
 def test_rollout_buffer_bytes_per_token_do_not_grow_with_the_vocabulary():
     per_cell = {}
     for alphabet in (2, 26):  # V = 5 and V = 29
         agent = small_agent(env_kwargs={"alphabet_size": alphabet, "min_length": 3, "max_length": 3}, kl_coef=0.1)
-        batch = common.collect(agent, agent.reference)
+        batch = agent.rollout()
         assert batch.ref_logprobs is not None
-        per_cell[alphabet] = batch.nbytes() / batch.input_ids.size
+        per_cell[alphabet] = batch.nbytes() / batch.input_ids.numel()
     assert per_cell[2] == pytest.approx(per_cell[26], rel=0.2)
     assert per_cell[26] < 64  # a few ints and floats per token, never x V
 
@@ -130,7 +145,7 @@ def test_model_agent_is_the_untrained_policy_and_evaluates():
     assert_params_equal(params(agent), params(learner))
     out = agents.evaluate(agent, n_episodes=16, seed=0)
     assert 0.0 <= out["mean_reward"] <= 1.0 and out["n_episodes"] == 16
-    with pytest.raises(agents.base.error.InvalidArgument, match="temperature"):
+    with pytest.raises(error.InvalidArgument, match="temperature"):
         ModelAgent(COPY, temperature=0.0, env_kwargs=SMALL)
 
 
@@ -138,15 +153,16 @@ def test_model_agent_save_load_round_trip(tmp_path):
     agent = ModelAgent(COPY, seed=1, temperature=0.7, env_kwargs=SMALL, n_envs=2)
     agent.save(tmp_path / "m")
     back = ModelAgent.load(tmp_path / "m")
-    assert back.temperature == 0.7 and back.n_envs == 2
+    assert back.config.temperature == 0.7 and back.n_envs == 2
     assert_params_equal(params(agent), params(back))
 
 
 # -- save, load, checkpoints, resume ---------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [Reinforce, PPO])
-def test_save_load_predict_gives_the_same_actions(cls, tmp_path):
+@pytest.mark.parametrize("name", agents.LM_LEARNERS)
+def test_save_load_predict_gives_the_same_actions(name, tmp_path):
+    cls = agents.agent_class(name)
     agent = small_agent(cls=cls)
     agent.learn(100)
     agent.save(tmp_path / "agent")
@@ -172,8 +188,9 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("cls", [Reinforce, PPO])
-def test_killed_run_resumes_from_its_last_checkpoint(cls, tmp_path):
+@pytest.mark.parametrize("name", agents.LM_LEARNERS)
+def test_killed_run_resumes_from_its_last_checkpoint(name, tmp_path):
+    cls = agents.agent_class(name)
     total = 400
     reference = small_agent(cls=cls)
     reference.learn(total)
@@ -186,9 +203,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(cls, tmp_path):
     first = small_agent(cls=cls, run_dir=str(run), checkpoint_every=2)
     with pytest.raises(Killed):
         first.learn(total, callback=kill_after_3)
-    (ckpt,) = common.checkpoints_of(run)  # update 2 (update 3 was never checkpointed)
+    (ckpt,) = checkpoint.checkpoints_of(run)  # update 2 (update 3 was never checkpointed)
     assert ckpt.name == "update_0000002"
-    saved = common.read_state(ckpt)
+    saved = checkpoint.read_state(ckpt)
 
     second = small_agent(cls=cls, run_dir=str(run), checkpoint_every=2)
     seen = []
@@ -207,7 +224,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(cls, tmp_path):
 
 
 def test_resume_needs_a_run_dir():
-    with pytest.raises(agents.base.error.InvalidArgument, match="run_dir"):
+    with pytest.raises(error.InvalidArgument, match="run_dir"):
         small_agent().learn(10, resume=True)
 
 
@@ -219,10 +236,10 @@ def test_checkpoint_parameters_equal_the_agent_at_that_update(tmp_path):
 
     agent = small_agent(run_dir=str(tmp_path), checkpoint_every=1, keep_checkpoints=2)
     agent.learn(150, callback=snap)
-    ckpts = common.checkpoints_of(tmp_path)
+    ckpts = checkpoint.checkpoints_of(tmp_path)
     assert len(ckpts) == 2  # older ones pruned
     restored = small_agent()
-    common.load_agent_state(restored, ckpts[-2])
+    restored.load_state(ckpts[-2])
     n = restored.n_updates
     assert_params_equal(params(restored), snapshots[n][0])
     assert restored.num_timesteps == snapshots[n][1]
@@ -251,7 +268,7 @@ def test_metrics_csv_callback_stop_and_progress_bar(tmp_path, capsys):
 
 
 def test_config_is_validated_with_clear_messages():
-    err = agents.base.error.InvalidArgument
+    err = error.InvalidArgument
     with pytest.raises(err, match=r"batch_size=0 is invalid: use an integer >= 1"):
         small_agent(batch_size=0)
     with pytest.raises(err, match=r"samples_per_prompt=3 is invalid: it must divide n_envs=8"):
@@ -269,7 +286,7 @@ def test_tensorboard_without_the_package_names_it(tmp_path):
         import tensorboard  # noqa: F401
     except ImportError:
         agent = small_agent(run_dir=str(tmp_path), tensorboard=True)
-        with pytest.raises(agents.base.error.DependencyNotInstalled, match="pip install tensorboard"):
+        with pytest.raises(error.DependencyNotInstalled, match="pip install tensorboard"):
             agent.learn(10)
     else:
         agent = small_agent(run_dir=str(tmp_path), tensorboard=True)
@@ -286,3 +303,120 @@ def test_a_second_learn_call_continues_the_csv(tmp_path):
     assert len(rows) == agent.n_updates > n
     steps = [float(r["time/total_timesteps"]) for r in rows]
     assert steps == sorted(steps) and steps[-1] == agent.num_timesteps
+
+
+# -- bad input, damaged folders, non-finite training -----------------------------------
+
+
+@pytest.mark.parametrize("field, value", [
+    ("learning_rate", float("inf")), ("kl_coef", float("inf")), ("temperature", float("inf")),
+    ("learning_rate", True), ("max_grad_norm", float("nan")), ("batch_size", 2.5), ("n_envs", True),
+])
+def test_config_rejects_non_finite_numbers_and_bools(field, value):
+    with pytest.raises(error.InvalidArgument, match=rf"{field}={value!r} is invalid"):
+        small_agent(cls=PPO, **{field: value})
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"toy_model": {"n_layers": 2}}, r"unknown keys \['n_layers'\]; valid: n_layer, n_embd, n_head"),
+    ({"toy_model": {"n_layer": 0}}, r"sizes must be integers >= 1"),
+    ({"device": "tpu9"}, r"device='tpu9' is invalid"),
+    ({"device": "cuda:0"} if not torch.cuda.is_available() else {"device": "cuda:99"}, r"device='cuda:\d+' is invalid"),
+    ({"lerning_rate": 1e-3}, r"Did you mean 'learning_rate'"),
+])
+def test_config_errors_name_the_value_and_what_is_valid(kw, match):
+    with pytest.raises(error.InvalidArgument, match=match):
+        small_agent(**kw)
+
+
+def test_unknown_keys_of_the_baseline_agents_list_the_valid_ones():
+    with pytest.raises(error.InvalidArgument, match=r"unknown ModelAgentConfig field\(s\) \['temp'\].*valid: \["):
+        ModelAgent(COPY, temp=0.5, env_kwargs=SMALL)
+    with pytest.raises(error.InvalidArgument, match=r"unknown RandomAgentConfig field\(s\) \['sed'\]"):
+        agents.make("random", COPY, sed=1)
+
+
+def test_predict_rejects_a_bare_array_and_out_of_vocabulary_ids():
+    agent = small_agent(cls=PPO)
+    obs, _ = agents.make_vec_env(COPY, 2, **SMALL).reset(seed=0)
+    with pytest.raises(error.InvalidArgument, match="observation dict"):
+        agent.predict(obs["input_ids"])
+    bad = {k: v.copy() for k, v in obs.items()}
+    bad["input_ids"][0, -1] = 99
+    with pytest.raises(error.InvalidArgument, match=r"token id 99, outside the vocabulary \[0, 5\)"):
+        agent.predict(bad)
+
+
+def test_non_finite_gradients_are_skipped_then_stop_training():
+    agent = small_agent(cls=PPO)
+    first = params(agent)
+    for step in range(3):
+        for p in agent.policy.parameters():
+            if p.requires_grad:
+                p.grad = torch.full_like(p, float("nan"))
+        if step < 2:
+            with pytest.warns(UserWarning, match="non-finite gradient norm"):
+                agent.optimizer_step()
+        else:
+            with pytest.raises(error.TrainingError, match=r"non-finite .* 3 optimizer steps in a row, at update 1"):
+                agent.optimizer_step()
+    assert_params_equal(params(agent), first)  # no step was taken: the weights stay finite
+
+
+def test_resume_refuses_a_checkpoint_of_another_agent(tmp_path):
+    small_agent(cls=Reinforce, run_dir=str(tmp_path)).learn(50)
+    with pytest.raises(error.CheckpointError, match=r"holds a saved 'reinforce' agent, not 'ppo'"):
+        small_agent(cls=PPO, run_dir=str(tmp_path)).learn(100, resume=True)
+    with pytest.raises(error.CheckpointError, match=r"holds a saved 'reinforce' agent, not 'model'"):
+        ModelAgent.load(checkpoint.checkpoints_of(tmp_path)[-1])
+
+
+def test_a_fresh_run_refuses_a_run_dir_of_another_run_and_cleans_half_written_checkpoints(tmp_path):
+    small_agent(run_dir=str(tmp_path), checkpoint_every=1).learn(50)
+    partial = tmp_path / "checkpoints" / ".tmp-update_0000009-123"
+    partial.mkdir()
+    with pytest.raises(error.InvalidArgument, match=r"already holds checkpoints of another run .*resume=True"):
+        small_agent(run_dir=str(tmp_path)).learn(50)
+    assert not partial.exists()
+    small_agent(run_dir=str(tmp_path)).learn(100, resume=True)  # the obvious path works
+
+
+@pytest.mark.parametrize("file", ["agent.json", "state.json", "trainer.pt", "policy/model.safetensors"])
+def test_a_damaged_checkpoint_file_is_named(file, tmp_path):
+    small_agent(run_dir=str(tmp_path), checkpoint_every=1).learn(30)
+    *_, older, newest = checkpoint.checkpoints_of(tmp_path)
+    target = newest / file
+    target.write_bytes(target.read_bytes()[: max(len(target.read_bytes()) // 3, 1)])
+    with pytest.raises(error.CheckpointError, match=rf"{target.parent.name if file.startswith('policy') else file}.* is damaged"):
+        small_agent(run_dir=str(tmp_path)).learn(100, resume=True)
+    with pytest.raises(error.CheckpointError, match=rf"other checkpoints there: \['{older.name}'\]"):
+        Reinforce.load(newest)
+
+
+def test_trainer_errors_never_suggest_unpickling(tmp_path):
+    agent = small_agent()
+    agent.save(tmp_path / "a")
+    (tmp_path / "a" / "trainer.pt").write_bytes(b"not a zip")
+    with pytest.raises(error.CheckpointError) as info:
+        Reinforce.load(tmp_path / "a")
+    assert "weights_only" not in str(info.value) and info.value.__cause__ is None
+
+
+def test_loading_on_an_env_with_another_vocabulary_says_so(tmp_path):
+    agent = small_agent()
+    agent.save(tmp_path / "a")
+    with pytest.raises(error.CheckpointError, match=r"policy with 5 tokens but the env has 7"):
+        Reinforce.load(tmp_path / "a", env=agents.make_vec_env(COPY, 8, alphabet_size=4, min_length=2, max_length=2))
+
+
+def test_learners_use_the_envs_frozen_model_as_their_reference():
+    import gymnasium as gym
+
+    from lm_gym.envs import env_info
+
+    envs = gym.make_vec("lm_gym/SentimentContinuation-v0", num_envs=4, vectorization_mode="vector_entry_point",
+                        max_new_tokens=4)
+    agent = agents.make("grpo", envs, batch_size=4, samples_per_prompt=2, seed=0)
+    assert agent.reference is not None and agent.reference.model is env_info(envs).reference
+    assert not any(p.requires_grad for p in agent.reference.parameters())
+    assert agent.policy.model is not agent.reference.model  # the policy trains its own copy
