@@ -124,8 +124,8 @@ class GRPO(LMAgent):
                 loss.backward()
                 sums["grad_norm"] += self.optimizer_step()
                 sums["loss"] += loss.item()
-                sums["kl"] += 0.0 if kl is None else float(aggregate(kl, mask, "token-mean"))
-                sums["entropy"] += float(entropy)
+                sums["kl"] += 0.0 if kl is None else aggregate(kl.detach(), mask, "token-mean").item()
+                sums["entropy"] += entropy.item()
                 sums["clip"] += float(pg.clipped.float().sum() / mask.sum())
                 steps += 1
         metrics = {f"train/{k if k != 'loss' else 'policy_loss'}": v / steps for k, v in sums.items()}

@@ -166,14 +166,11 @@ class PPO(LMAgent):
                  kl: torch.Tensor, stopped_early: bool) -> dict[str, float]:
         mask = batch.completion_mask > 0
         episode_kl = float(kl.sum(1).mean())
-        # Ziegler et al. 2019: adapt beta toward the target (the same beta on every rank)
-        self.kl_ctl.update(self.rank_mean(episode_kl) if self.config.adaptive_kl else episode_kl, len(batch))
-        self.kl_coef = self.kl_ctl.value
 
         def mean(key: str) -> float:
             return sum(stats[key]) / max(len(stats[key]), 1)
 
-        return {
+        metrics = {
             "train/policy_loss": mean("pg"), "train/value_loss": mean("vf"), "train/entropy": mean("ent"),
             "train/approx_kl": mean("kl"), "train/clip_fraction": mean("clip"),
             "train/explained_variance": explained_variance(batch.values[mask], returns[mask]),
@@ -181,6 +178,10 @@ class PPO(LMAgent):
             "train/n_minibatch_steps": float(len(stats["pg"])), "train/stopped_early": float(stopped_early),
             "train/learning_rate": self.optimizer.param_groups[0]["lr"],
         }
+        # Ziegler et al. 2019: adapt beta toward the target (the same beta on every rank)
+        self.kl_ctl.update(self.rank_mean(episode_kl) if self.config.adaptive_kl else episode_kl, len(batch))
+        self.kl_coef = self.kl_ctl.value
+        return metrics
 
     def algorithm_state(self) -> dict[str, Any]:
         return {"kl_coef": self.kl_ctl.value}

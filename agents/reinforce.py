@@ -85,19 +85,24 @@ class Reinforce(LMAgent):
 
     def advantages(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(R - b (B,), the per-token k1 KL (B, C)), R the return minus kl_coef x the KL."""
-        cfg = self.config
         kl = self.reward_kl(batch)  # (B, C)
         returns = batch.scores - self.kl_coef * kl.sum(1)  # (B,)
+        return self.baseline_advantages(returns, batch.group_size), kl
+
+    def baseline_advantages(self, returns: torch.Tensor, group_size: int) -> torch.Tensor:
+        """``R - b`` (B,) under the configured baseline (a moving average is taken before this
+        batch updates it); divided by its std with ``normalize_advantages``."""
+        cfg = self.config
         if cfg.baseline == "leave_one_out":
-            adv = leave_one_out_advantages(returns, batch.group_size)
+            adv = leave_one_out_advantages(returns, group_size)
         elif cfg.baseline == "moving_average":
-            adv = returns - self.baseline.value  # the baseline before this batch updates it
+            adv = returns - self.baseline.value
             self.baseline.update(returns)
         else:
             adv = returns.clone()
         if cfg.normalize_advantages and len(adv) > 1:
             adv = adv / (adv.std() + 1e-8)
-        return adv, kl
+        return adv
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         cfg = self.config

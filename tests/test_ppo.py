@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import agents
-from agents import common
+from agents.rollout import teacher_forced
 from agents.ppo import PPO, PPOConfig
 from lm_gym.error import InvalidArgument
 from tests.helpers import random_level
@@ -45,24 +45,24 @@ def test_learns_keyword_toy():
 
 def test_advantages_put_the_score_at_the_last_token_and_the_kl_on_every_token():
     agent = small(gamma=1.0, gae_lambda=1.0, normalize_advantage=False, kl_coef=0.5)
-    batch = common.collect(agent, agent.reference)
+    batch = agent.rollout()
     batch.values[:] = 0.0
     batch.ref_logprobs = batch.logprobs - 0.2 * batch.completion_mask  # KL 0.2 per token
-    adv, ret, kl = agent._advantages(batch)
+    adv, ret, kl = agent.advantages(batch)
     mask = batch.completion_mask
     # gamma = lambda = 1, V = 0: the advantage of token t is the reward-to-go:
     # score - 0.5 * 0.2 * (tokens from t to the end).
-    lengths = batch.lengths.astype(int)
+    lengths = batch.lengths.long().tolist()
     for i, n in enumerate(lengths):
-        togo = np.arange(n, 0, -1)
-        np.testing.assert_allclose(adv[i, :n], batch.scores[i] - 0.1 * togo, atol=1e-5)
+        togo = torch.arange(n, 0, -1, dtype=torch.float32)
+        torch.testing.assert_close(adv[i, :n], batch.scores[i] - 0.1 * togo, atol=1e-5, rtol=0)
         assert (adv[i, n:] == 0).all() and (ret[i, n:] == 0).all()
-    np.testing.assert_allclose(kl, 0.2 * mask, atol=1e-6)
+    torch.testing.assert_close(kl, 0.2 * mask, atol=1e-6, rtol=0)
     # Whitening: zero mean, unit variance over the completion tokens.
     agent.config.normalize_advantage = True
-    adv, _, _ = agent._advantages(batch)
-    assert adv[mask > 0].mean() == pytest.approx(0.0, abs=1e-5)
-    assert adv[mask > 0].std(ddof=1) == pytest.approx(1.0, abs=1e-3)
+    adv, _, _ = agent.advantages(batch)
+    assert float(adv[mask > 0].mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(adv[mask > 0].std()) == pytest.approx(1.0, abs=1e-3)
 
 
 @pytest.mark.parametrize("n_epochs, minibatch_size, forwards", [(1, 16, 1), (2, 8, 4), (3, 4, 12)])
@@ -72,17 +72,17 @@ def test_update_is_one_teacher_forced_forward_per_minibatch(n_epochs, minibatch_
     calls = {"policy": 0, "reference": 0}
     agent.policy.model.register_forward_hook(lambda *a: calls.__setitem__("policy", calls["policy"] + 1))
     agent.reference.model.register_forward_hook(lambda *a: calls.__setitem__("reference", calls["reference"] + 1))
-    batch = common.collect(agent, agent.reference)
+    batch = agent.rollout()
     assert calls["reference"] == 1
     calls["policy"] = 0
-    metrics = agent._update(batch)
+    metrics = agent.update(batch)
     assert calls["policy"] == forwards
     assert metrics["train/n_minibatch_steps"] == forwards
 
 
 def test_first_minibatch_is_on_policy():
     agent = small(n_envs=16, batch_size=16, minibatch_size=16, n_epochs=1)
-    metrics = agent._update(common.collect(agent, None))
+    metrics = agent.update(agent.rollout())
     # One minibatch, and it sees the rollout policy itself: ratio 1, nothing clipped, KL 0.
     assert metrics["train/n_minibatch_steps"] == 1
     assert metrics["train/clip_fraction"] == 0.0
@@ -91,11 +91,11 @@ def test_first_minibatch_is_on_policy():
 
 def test_target_kl_stops_the_epochs_early():
     agent = small(n_envs=16, batch_size=16, minibatch_size=16, n_epochs=4, target_kl=1e-12)
-    metrics = agent._update(common.collect(agent, None))
+    metrics = agent.update(agent.rollout())
     # The first minibatch (KL 0) cannot stop; the second sees a changed policy and stops.
     assert metrics["train/n_minibatch_steps"] == 2 and metrics["train/stopped_early"] == 1.0
     agent = small(n_envs=16, batch_size=16, minibatch_size=16, n_epochs=4)
-    assert agent._update(common.collect(agent, None))["train/n_minibatch_steps"] == 4
+    assert agent.update(agent.rollout())["train/n_minibatch_steps"] == 4
 
 
 def test_adaptive_kl_controller_moves_the_coefficient():
@@ -109,25 +109,24 @@ def test_adaptive_kl_controller_moves_the_coefficient():
 
 def test_value_head_fits_the_returns_of_a_batch():
     agent = small(n_envs=16, batch_size=16, vf_coef=1.0, clip_range_vf=None, learning_rate=3e-3)
-    batch = common.collect(agent, None)
-    _, returns, _ = agent._advantages(batch)
+    batch = agent.rollout()
+    _, returns, _ = agent.advantages(batch)
     mask = batch.completion_mask > 0
 
     def value_error():
         with torch.no_grad():
-            t = batch.tensors(agent.policy.device)
-            ev = common.teacher_forced(agent.policy, t, common.completion_slice(batch), agent.action_mask)
-        return float(((ev.values.numpy() - returns)[mask] ** 2).mean())
+            ev = teacher_forced(agent.policy, batch, agent.action_mask)
+        return float(((ev.values - returns)[mask] ** 2).mean())
 
     before = value_error()  # the value head starts at 0
     assert before == pytest.approx(float((returns[mask] ** 2).mean()), rel=1e-5)
     for _ in range(5):
-        agent._update(batch)
+        agent.update(batch)
     assert value_error() < 0.5 * before
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(InvalidArgument, match=r"clip_range=0 is invalid: use a number > 0"):
+    with pytest.raises(InvalidArgument, match=r"clip_range=0 is invalid: use a number in \(0, 1\)"):
         PPOConfig(clip_range=0)
     with pytest.raises(InvalidArgument, match=r"gae_lambda=1.5 is invalid: use a number in \[0, 1\]"):
         PPOConfig(gae_lambda=1.5)
@@ -138,7 +137,11 @@ def test_config_rejects_bad_values():
     with pytest.raises(InvalidArgument, match=r"kl_coef=-0.1 is invalid"):
         PPOConfig(kl_coef=-0.1)
     with pytest.raises(InvalidArgument, match="adaptive_kl=True needs kl_coef > 0"):
-        small(adaptive_kl=True).learn(10)
+        small(adaptive_kl=True)
+    with pytest.raises(InvalidArgument, match=r"dual_clip=0.5 is invalid: use a number > 1"):
+        PPOConfig(dual_clip=0.5)
+    with pytest.raises(InvalidArgument, match=r"loss_agg_mode='mean' is invalid: use one of"):
+        PPOConfig(loss_agg_mode="mean")
     assert agents.make("ppo", "lm_gym/Copy-v0", env_kwargs=COPY_SMALL, n_epochs=2).config.n_epochs == 2
 
 

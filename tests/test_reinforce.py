@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import agents
-from agents import common
 from agents.reinforce import Reinforce, ReinforceConfig
 from lm_gym.error import InvalidArgument
 from tests.helpers import random_level
@@ -44,29 +43,31 @@ def test_learns_keyword_toy_with_leave_one_out():
 def test_baselines_by_hand():
     agent = Reinforce("lm_gym/Copy-v0", env_kwargs=COPY_SMALL, n_envs=4, batch_size=4, seed=0,
                       baseline="leave_one_out", samples_per_prompt=2)
-    r = np.array([1.0, 0.0, 0.5, 0.5])
-    np.testing.assert_allclose(agent._advantages(r), [1.0, -1.0, 0.0, 0.0])
+    r = torch.tensor([1.0, 0.0, 0.5, 0.5])
+    adv = agent.baseline_advantages
+    torch.testing.assert_close(adv(r, 2), torch.tensor([1.0, -1.0, 0.0, 0.0]))
     agent.config.baseline = "moving_average"
     agent.baseline.decay = 0.5
-    np.testing.assert_allclose(agent._advantages(r), r)  # b = 0 before the first batch
+    torch.testing.assert_close(adv(r, 2), r)  # b = 0 before the first batch
     assert agent.baseline.value == pytest.approx(0.5)
-    np.testing.assert_allclose(agent._advantages(np.array([1.0, 1.0, 1.0, 1.0])), [0.5] * 4)
+    torch.testing.assert_close(adv(torch.ones(4), 2), torch.full((4,), 0.5))
     assert agent.baseline.value == pytest.approx(0.75)  # 0.5 * 0.5 + 0.5 * 1.0
     agent.config.baseline = "none"
-    np.testing.assert_allclose(agent._advantages(r), r)
+    torch.testing.assert_close(adv(r, 2), r)
 
 
 def test_kl_penalty_is_zero_at_the_start_and_enters_the_return():
     agent = Reinforce("lm_gym/Copy-v0", env_kwargs=COPY_SMALL, n_envs=8, batch_size=8, seed=0, kl_coef=0.5)
     assert agent.reference is not None
-    batch = common.collect(agent, agent.reference)
+    batch = agent.rollout()
     # The reference is the initial policy: identical log-probs, so KL = 0 exactly.
-    np.testing.assert_allclose(batch.ref_logprobs, batch.logprobs, atol=1e-6)
+    torch.testing.assert_close(batch.ref_logprobs, batch.logprobs, atol=1e-6, rtol=0)
     batch.ref_logprobs = batch.logprobs - 0.1 * batch.completion_mask  # pretend KL 0.1 per token
-    returns, kl = agent._returns(batch)
-    np.testing.assert_allclose(returns, batch.scores - 0.5 * 0.1 * batch.lengths, atol=1e-6)
-    metrics = agent._update(batch)
-    assert metrics["train/kl"] == pytest.approx(0.1 * batch.lengths.mean(), rel=1e-5)
+    agent.config.baseline = "none"
+    returns, kl = agent.advantages(batch)
+    torch.testing.assert_close(returns, batch.scores - 0.5 * 0.1 * batch.lengths, atol=1e-6, rtol=0)
+    metrics = agent.update(batch)
+    assert metrics["train/kl"] == pytest.approx(float(0.1 * batch.lengths.mean()), rel=1e-5)
 
 
 @pytest.mark.parametrize("minibatch_size, forwards", [(None, 1), (4, 4)])
@@ -76,11 +77,11 @@ def test_update_is_one_teacher_forced_forward_per_chunk(minibatch_size, forwards
     calls = {"policy": 0, "reference": 0}
     agent.policy.model.register_forward_hook(lambda *a: calls.__setitem__("policy", calls["policy"] + 1))
     agent.reference.model.register_forward_hook(lambda *a: calls.__setitem__("reference", calls["reference"] + 1))
-    batch = common.collect(agent, agent.reference)
+    batch = agent.rollout()
     assert calls["reference"] == 1  # ONE batched forward scores the whole rollout
     calls["policy"] = 0
     before = [p.detach().clone() for p in agent.policy.parameters()]
-    agent._update(batch)
+    agent.update(batch)
     assert calls["policy"] == forwards
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
 
@@ -90,8 +91,8 @@ def test_gradient_accumulation_matches_the_full_batch():
     for size in (None, 3):
         agent = Reinforce("lm_gym/Copy-v0", env_kwargs=COPY_SMALL, n_envs=8, batch_size=8, seed=0,
                           minibatch_size=size, baseline="none")
-        batch = common.collect(agent, None)
-        agent._update(batch)
+        batch = agent.rollout()
+        agent.update(batch)
         results.append(torch.cat([p.detach().flatten() for p in agent.policy.parameters()]))
     torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-6)
 
