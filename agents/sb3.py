@@ -46,7 +46,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 
-from agents.base import Agent, Callback, read_agent_json, unbatch
+from agents.base import Agent, Callback, check_obs
+from agents.checkpoint import read_agent_json
 from lm_gym import error
 
 try:
@@ -373,7 +374,7 @@ class SB3Agent(Agent):
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | None = None, **overrides: Any) -> SB3Agent:
         """The agent saved in ``path``, on ``env`` (default: the env it was trained on)."""
-        config = {**read_agent_json(path)["config"], **overrides}
+        config = {**read_agent_json(path, expected=cls.name)["config"], **overrides}
         saved_env = config.pop("env_id", None)
         env = env if env is not None else saved_env
         if env is None:
@@ -437,7 +438,7 @@ class SB3MaskablePPO(SB3Agent):
         deterministic: bool = False,
     ) -> tuple[np.ndarray, Any]:
         """Actions for a batch of (N, L) observations (or one (L,)), among the valid tokens only."""
-        batch, single = unbatch(obs)
+        batch, single = check_obs(obs, self.info.vocab_size)
         batch = {k: np.asarray(batch[k]) for k in self.model.observation_space.spaces}
         masks = None
         if self.action_mask is not None:

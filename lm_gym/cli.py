@@ -474,7 +474,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
             cls = None
         if cls is not None:
             group = p.add_argument_group(f"{name} config ({cls.__name__}; unset flags keep their defaults)")
-            exclude = [a.dest for a in p._actions] + ["env", "env_id", "env_kwargs"]
+            exclude = [a.dest for a in p._actions] + ["env", "env_id", "env_kwargs", "verbose"]  # -v is global
             added = add_dataclass_arguments(group, cls, exclude=exclude)
             p.set_defaults(config_cls=cls, config_fields=added)
     p.set_defaults(fn=cmd_train)
@@ -558,7 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if getattr(args, "config_cls", None) is not None:
-            args.agent_overrides = dataclass_overrides(args.config_cls, args)
+            # only the config flags this parser added (a field such as `verbose` may share its
+            # name with a global option, which is not the agent's)
+            args.agent_overrides = {k: getattr(args, k) for k in args.config_fields if hasattr(args, k)}
             args.config_cls(**args.agent_overrides)  # validate the flags now (__post_init__)
         return int(args.fn(args) or 0)
     except (error.Error, ValueError) as e:

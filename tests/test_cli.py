@@ -132,7 +132,7 @@ def test_config_class_is_found_by_attribute_annotation_or_name():
 
     assert config_class(ByAttribute) is DummyConfig
     assert config_class(ByAnnotation) is DummyConfig
-    assert config_class(agents.RandomAgent) is None
+    assert config_class(agents.RandomAgent).__name__ == "RandomAgentConfig"
 
 
 # -- the commands -----------------------------------------------------------------------------

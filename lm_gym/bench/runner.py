@@ -105,7 +105,7 @@ def resolve_agent(name: str) -> Callable[..., Any]:
     """The factory for an agent name (see ``agents.AGENTS``) or a ``package.module:Class`` path."""
     import agents
 
-    if name in agents.AGENTS:
+    if agents.canonical_name(name) in agents.AGENTS:
         return agents.agent_class(name)
     if ":" in name:
         module, _, attr = name.partition(":")
