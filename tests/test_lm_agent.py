@@ -12,7 +12,6 @@ import torch
 
 import agents
 from agents import checkpoint
-from agents.lm_agent import LMAgent
 from agents.model import ModelAgent
 from agents.ppo import PPO
 from agents.reinforce import Reinforce

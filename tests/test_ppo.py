@@ -3,13 +3,12 @@ minibatch, early stopping on KL, the adaptive KL controller, config validation."
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 import agents
-from agents.rollout import teacher_forced
 from agents.ppo import PPO, PPOConfig
+from agents.rollout import teacher_forced
 from lm_gym.error import InvalidArgument
 from tests.helpers import random_level
 
