@@ -107,7 +107,7 @@ class PPO(LMAgent):
 
     name: ClassVar[str] = "ppo"
     config_class = PPOConfig
-    default_lr = (3e-4, 1e-5)
+    default_lr = (3e-4, 3e-5)
     needs_critic = True
     config: PPOConfig
 

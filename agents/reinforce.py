@@ -77,7 +77,7 @@ class Reinforce(LMAgent):
 
     name: ClassVar[str] = "reinforce"
     config_class = ReinforceConfig
-    default_lr = (1e-3, 1e-5)
+    default_lr = (1e-3, 3e-5)
     config: ReinforceConfig
 
     def setup(self) -> None:

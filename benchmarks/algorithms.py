@@ -27,6 +27,7 @@ from pathlib import Path
 
 import agents
 from lm_gym.bench import BenchConfig, run_bench
+from lm_gym.bench.config import slug
 
 SECONDS = {"lm_gym/SentimentContinuation-v0": 180.0, "lm_gym/KeywordToy-v0": 30.0, "lm_gym/Parentheses-v0": 30.0}
 BATCH = {"n_envs": 64, "batch_size": 64, "samples_per_prompt": 4}
@@ -61,8 +62,8 @@ def table(out: Path, envs: list[str], names: list[str], seeds: int) -> str:
     for name in names:
         cells, fluency, speed = [], [], []
         for env in envs:
-            zero = [read_cell(out / env / "model" / f"seed{s}") for s in range(seeds)]
-            runs = [read_cell(out / env / name / f"seed{s}") for s in range(seeds)]
+            zero = [read_cell(out / slug(env) / "model" / f"seed{s}") for s in range(seeds)]
+            runs = [read_cell(out / slug(env) / slug(name) / f"seed{s}") for s in range(seeds)]
             zero, runs = [z for z in zero if z], [r for r in runs if r]
             if not zero or not runs:
                 cells.append("-")
