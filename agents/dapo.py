@@ -67,7 +67,6 @@ class DAPO(LMAgent):
 
     name: ClassVar[str] = "dapo"
     config_class = DAPOConfig
-    default_lr = (1e-3, 5e-5)
     config: DAPOConfig
     advantages = GRPO.advantages
 

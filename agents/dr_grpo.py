@@ -40,6 +40,5 @@ class DrGRPO(LMAgent):
 
     name: ClassVar[str] = "dr_grpo"
     config_class = DrGRPOConfig
-    default_lr = (1e-3, 5e-5)
     advantages = GRPO.advantages
     update = GRPO.update

@@ -90,7 +90,6 @@ class GRPO(LMAgent):
 
     name: ClassVar[str] = "grpo"
     config_class = GRPOConfig
-    default_lr = (1e-3, 5e-5)
     config: GRPOConfig
 
     def advantages(self, batch: RolloutBatch) -> torch.Tensor:

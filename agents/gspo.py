@@ -47,6 +47,5 @@ class GSPO(LMAgent):
 
     name: ClassVar[str] = "gspo"
     config_class = GSPOConfig
-    default_lr = (1e-3, 5e-5)
     advantages = GRPO.advantages
     update = GRPO.update

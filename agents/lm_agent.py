@@ -184,7 +184,7 @@ class LMAgent(Agent):
 
     name: ClassVar[str] = "lm_agent"
     config_class: ClassVar[type[LMAgentConfig]] = LMAgentConfig
-    default_lr: ClassVar[tuple[float, float]] = (1e-3, 1e-5)
+    default_lr: ClassVar[tuple[float, float]] = (1e-3, 5e-5)
     """Adam step size when learning_rate is None: (fresh toy policy, pretrained LM)."""
     needs_critic: ClassVar[bool] = False
     """The update trains the value head (PPO); otherwise the head is left alone."""

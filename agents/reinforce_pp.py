@@ -53,7 +53,6 @@ class ReinforcePP(LMAgent):
 
     name: ClassVar[str] = "reinforce_pp"
     config_class = ReinforcePPConfig
-    default_lr = (1e-3, 5e-5)
     update = GRPO.update
 
     def advantages(self, batch: RolloutBatch) -> torch.Tensor:

@@ -46,7 +46,6 @@ class ReMax(LMAgent):
 
     name: ClassVar[str] = "remax"
     config_class = ReMaxConfig
-    default_lr = (1e-3, 5e-5)
     needs_greedy_baseline = True
     update = GRPO.update
 

@@ -49,7 +49,6 @@ class RLOO(LMAgent):
 
     name: ClassVar[str] = "rloo"
     config_class = RLOOConfig
-    default_lr = (1e-3, 5e-5)
     update = GRPO.update
 
     def advantages(self, batch: RolloutBatch) -> torch.Tensor:
