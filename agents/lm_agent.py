@@ -24,7 +24,7 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,7 +36,7 @@ from gymnasium.vector import VectorEnv
 from agents import checkpoint as ckpt
 from agents.advantages import kl_k1, kl_k3
 from agents.base import Agent, Callback, check_obs
-from agents.config import check_types, make_config, require
+from agents.config import LMAgentConfig, make_config
 from agents.lm_policy import Evaluation, LMPolicy
 from agents.logger import MetricsLogger
 from agents.rollout import RolloutBatch, collect, rollout_metrics, teacher_forced
@@ -47,100 +47,6 @@ logger = logging.getLogger("agents")
 
 MAX_BAD_STEPS = 3
 """Optimizer steps in a row with a non-finite gradient before training stops with an error."""
-
-
-@dataclass
-class LMAgentConfig:
-    """Settings every LM learner shares; each algorithm's config adds its own."""
-
-    n_envs: int = 16
-    """Env slots stepped together, when the agent builds the env from an id."""
-    batch_size: int = 32
-    """Episodes per update: ceil(batch_size / n_envs) rounds of one episode per slot."""
-    samples_per_prompt: int = 1
-    """Consecutive slots that share a prompt (k completions per prompt); must divide n_envs."""
-    learning_rate: float | None = None
-    """Adam step size; None: the algorithm's default for a fresh toy policy or a pretrained LM."""
-    max_grad_norm: float | None = 1.0
-    """Clip the gradient's global norm to this (None: no clipping)."""
-    temperature: float = 1.0
-    """Sampling temperature; log-probs (rollout, update, reference) use the same one."""
-    top_k: int | None = None
-    """Sample among the top_k tokens only (None: all); does not enter the log-probs."""
-    top_p: float | None = None
-    """Nucleus sampling threshold in (0, 1] (None: off); does not enter the log-probs."""
-    kl_coef: float | None = None
-    """Weight of the KL to the frozen reference; None: the algorithm's default for a
-    pretrained LM, and 0 for a toy task (its reference is an untrained network)."""
-    kl_placement: str = "reward"
-    """"reward": the k1 estimate per token is subtracted from the reward (Ziegler et al. 2019);
-    "loss": the k3 estimate is added to the loss (GRPO, Shao et al. 2024, eq. 4)."""
-    nlpo_top_p: float | None = None
-    """NLPO masking (Ramamurthy et al. 2022): act only within the top-p set of a periodically
-    refreshed copy of the policy (None: off)."""
-    nlpo_update_every: int = 4
-    """Refresh the NLPO mask model every this many updates."""
-    toy_model: dict = field(default_factory=lambda: {"n_layer": 2, "n_embd": 64, "n_head": 4})
-    """Size of the fresh GPT-2 of a toy task: n_layer, n_embd, n_head."""
-    seed: int | None = None
-    """Seeds the policy's initial weights (toy), sampling, prompts and shuffling."""
-    policy_seed: int | None = None
-    """Seed of the initial toy weights and the reference; None: derived from seed (set on save)."""
-    device: str = "cpu"
-    """Torch device of the policy ("auto": cuda if available)."""
-    run_dir: str | None = None
-    """Where progress.csv, TensorBoard files and checkpoints go (None: nowhere)."""
-    checkpoint_every: int = 10
-    """Write a checkpoint every this many updates (and at the end) when run_dir is set."""
-    keep_checkpoints: int = 2
-    """How many of the newest checkpoints to keep."""
-    verbose: int = 0
-    """1: log one metrics line per update to stdout."""
-    tensorboard: bool = False
-    """Also write TensorBoard event files to run_dir/tb (needs the tensorboard package)."""
-    env_kwargs: dict = field(default_factory=dict)
-    """Keyword arguments for gym.make_vec when env is an id (e.g. {"alphabet_size": 2})."""
-
-    default_kl_coef: ClassVar[float] = 0.05
-    """kl_coef for a pretrained LM when kl_coef is None."""
-
-    def __post_init__(self) -> None:
-        check_types(self)
-        for name in ("n_envs", "batch_size", "samples_per_prompt", "nlpo_update_every",
-                     "checkpoint_every", "keep_checkpoints"):
-            require(self, name, getattr(self, name) >= 1, "use an integer >= 1")
-        require(self, "samples_per_prompt", self.n_envs % self.samples_per_prompt == 0,
-                f"it must divide n_envs={self.n_envs}")
-        for name in ("learning_rate", "max_grad_norm", "temperature"):
-            require(self, name, getattr(self, name) is None or getattr(self, name) > 0, "use a number > 0")
-        require(self, "top_k", self.top_k is None or self.top_k >= 1, "use an integer >= 1 or None")
-        for name in ("top_p", "nlpo_top_p"):
-            v = getattr(self, name)
-            require(self, name, v is None or 0 < v <= 1, "use a number in (0, 1] or None")
-        require(self, "kl_coef", self.kl_coef is None or self.kl_coef >= 0, "use a number >= 0 or None")
-        require(self, "kl_placement", self.kl_placement in ("reward", "loss"), 'use "reward" or "loss"')
-        unknown = sorted(set(self.toy_model) - {"n_layer", "n_embd", "n_head"})
-        require(self, "toy_model", not unknown, f"unknown keys {unknown}; valid: n_layer, n_embd, n_head")
-        require(self, "toy_model", all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                       for v in self.toy_model.values()), "sizes must be integers >= 1")
-        require(self, "device", _valid_device(self.device), 'use "cpu", "cuda", "cuda:N" (with CUDA) or "auto"')
-
-    def resolved_kl_coef(self, pretrained: bool) -> float:
-        if self.kl_coef is not None:
-            return float(self.kl_coef)
-        return self.default_kl_coef if pretrained else 0.0
-
-
-def _valid_device(device: str) -> bool:
-    if device == "auto":
-        return True
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        return False
-    if dev.type == "cuda":
-        return torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
-    return dev.type in ("cpu", "mps", "xpu") and (dev.type != "mps" or torch.backends.mps.is_available())
 
 
 def resolve_device(device: str) -> torch.device:

@@ -42,7 +42,7 @@ class ModelAgentConfig:
     """Size of a toy task's fresh GPT-2 (n_layer, n_embd, n_head); None: the learners' default."""
 
     def __post_init__(self) -> None:
-        from agents.lm_agent import LMAgentConfig
+        from agents.config import LMAgentConfig
 
         check_types(self)
         require(self, "temperature", self.temperature > 0, "use a number > 0")
@@ -66,7 +66,8 @@ class ModelAgent(Agent):
     config_class = ModelAgentConfig
 
     def __init__(self, env: str | gym.Env | VectorEnv, config: Any = None, **overrides: Any) -> None:
-        from agents.lm_agent import LMAgentConfig, build_policy
+        from agents.config import LMAgentConfig
+        from agents.lm_agent import build_policy
 
         self.config = cfg = make_config(ModelAgentConfig, config, overrides)
         super().__init__(env, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
