@@ -318,9 +318,16 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
     return int(value)
 
 
-def task_kwargs_check(task_cls: type[Task], kwargs: Mapping[str, Any]) -> None:
-    """Reject keyword arguments the task's constructor does not take, with a did-you-mean."""
-    valid = ["reward", "reward_weights", "render_mode"]
+ENV_ARGS = ("reward", "reward_weights", "render_mode")
+"""The keyword arguments every lm_gym env takes besides its task's."""
+
+
+def task_kwargs_check(
+    task_cls: type[Task], kwargs: Mapping[str, Any], env_args: Sequence[str] = ENV_ARGS
+) -> None:
+    """Reject keyword arguments the task's constructor does not take, with a did-you-mean;
+    the "Valid:" list holds the task's arguments and the env's own ``env_args``."""
+    valid = list(env_args)
     for cls in task_cls.__mro__:  # follow **kwargs up to the first __init__ without them
         if "__init__" not in vars(cls):
             continue
