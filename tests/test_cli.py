@@ -215,8 +215,9 @@ def test_eval_defaults_to_the_saved_env_kwargs(tiny_agent, tmp_path, capsys):
 
 
 def test_train_rejects_bad_config_and_eval_a_non_agent_dir(tiny_agent, tmp_path, capsys):
-    assert main(["train", COPY, "--agent", "nope", "--out", str(tmp_path / "x"), "--no-progress"]) == 1
+    assert main(["train", COPY, "--agent", "nope", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "Unknown agent 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before anything ran
     assert main(["eval", str(tmp_path)]) == 2
     assert "holds no saved agent" in capsys.readouterr().err
 

@@ -147,6 +147,25 @@ def learns(agent: Any, name: str = "") -> bool:
     return not (isinstance(agent, Agent) and type(agent).learn is Agent.learn)
 
 
+def resume_kwargs(agent: Any, cell: Cell) -> dict[str, Any]:
+    """``{"resume": True}`` for a cell that resumes (its agent's ``learn`` must take it)."""
+    if not cell.resume:
+        return {}
+    if not accepts(agent.learn, "resume"):
+        raise error.InvalidArgument(f"agent {cell.agent!r} cannot resume: its learn() takes no resume=")
+    return {"resume": True}
+
+
+def check_grid(config: BenchConfig) -> None:
+    """Every env id and agent name of a grid exists (before the first cell runs)."""
+    from lm_gym.registration import check_env_id
+
+    for env_id in config.envs:
+        check_env_id(env_id)
+    for agent in config.agents:
+        resolve_agent(agent)
+
+
 def agent_config(agent: Any, cell: Cell) -> dict[str, Any]:
     """The agent's resolved configuration, as JSON-able as it gets."""
     config = getattr(agent, "config", None)
@@ -227,7 +246,7 @@ def run_cell(
         train_start = time.perf_counter()
         trained = learns(agent, cell.agent)
         if trained:
-            agent.learn(total_timesteps=cell.budget, callback=writer, progress_bar=progress_bar)
+            agent.learn(total_timesteps=cell.budget, callback=writer, progress_bar=progress_bar, **resume_kwargs(agent, cell))
         train_seconds = time.perf_counter() - train_start
         if cell.save_agent and callable(getattr(agent, "save", None)):
             agent.save(directory / "agent")
@@ -289,6 +308,7 @@ def run_bench(
     from lm_gym.bench.backends import get_backend
 
     config = dataclasses.replace(config or BenchConfig(), **overrides) if overrides else (config or BenchConfig())
+    check_grid(config)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "bench.json", json.dumps(config.to_dict(), indent=2, default=str))
