@@ -4,6 +4,11 @@
 agent's config dataclass (``lm-gym train ENV --agent ppo --help`` lists them), ``bench``'s
 from :class:`lm_gym.bench.BenchConfig`: each field becomes ``--field-name`` with the
 field's docstring as its help, through :func:`add_dataclass_arguments`.
+
+Every error a user can cause (a bad value, an unknown id or agent, a path that cannot be
+read or written) is one line on stderr, ``lm-gym COMMAND: error: ...``, with exit code 2,
+before any work starts. ``train --out DIR`` holds one run: a non-empty DIR needs
+``--resume`` (continue from its checkpoints) or ``--overwrite`` (clear it).
 """
 
 from __future__ import annotations
@@ -692,7 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if getattr(args, "config_cls", None) is not None:
-            args.agent_overrides = dataclass_overrides(args.config_cls, args)
+            given = dataclass_overrides(args.config_cls, args)  # only the config's own flags:
+            args.agent_overrides = {k: v for k, v in given.items() if k in args.config_fields}  # not -v, --seed
             args.config_cls(**args.agent_overrides)  # validate the flags now (__post_init__)
         return int(args.fn(args) or 0)
     except USER_ERRORS as e:
