@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -186,14 +187,28 @@ def test_rerun_runs_only_cells_without_a_done_marker(tmp_path):
 
 
 def test_a_failing_cell_is_reported_and_retried(tmp_path):
-    config = grid(agents=["random", "no_such_module:Agent"], seeds=1)
+    config = grid(agents=["random", TINY], seeds=1, agent_kwargs={TINY: {"n_envs": 0}})
     results = bench.run_bench(config, tmp_path, progress=False)
     assert [r.status for r in results] == ["done", "failed"]
-    assert "cannot import agent 'no_such_module:Agent'" in results[1].error
+    assert "n_envs must be a positive integer, got 0" in results[1].error
     failed = tmp_path / results[1].cell.key
     assert "InvalidArgument" in (failed / "error.txt").read_text() and not (failed / "done").exists()
     bench.run_bench(config, tmp_path, progress=False)
-    assert starts(tmp_path) == ["lm_gym__Copy-v0/random/seed0"] + ["lm_gym__Copy-v0/no_such_module--Agent/seed0"] * 2
+    assert starts(tmp_path) == ["lm_gym__Copy-v0/random/seed0"] + ["lm_gym__Copy-v0/test_bench--TinyLearner/seed0"] * 2
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(agents=["random", "no_such_module:Agent"]), "cannot import agent 'no_such_module:Agent'"),
+        (dict(agents=["random", "rnadom"]), "Unknown agent 'rnadom'. Did you mean 'random'?"),
+        (dict(envs=[COPY, "lm_gym/Coppy-v0"]), "Unknown env id 'lm_gym/Coppy-v0'. Did you mean 'lm_gym/Copy-v0'?"),
+    ],
+)
+def test_the_grid_is_checked_before_the_first_cell(tmp_path, kw, message):
+    with pytest.raises(error.Error, match=re.escape(message)):
+        bench.run_bench(grid(seeds=1, **kw), tmp_path, progress=False)
+    assert not (tmp_path / "bench.log").exists()
 
 
 def test_time_budget_stops_training_early(tmp_path):
