@@ -25,7 +25,16 @@ by both paths, so the zoo trains with the same settings::
 a busy CPU; ``--algo a2c`` / ``dqn`` with their files alike; the zoo has no MaskablePPO, so
 ``maskable_ppo.yml`` serves ``SB3MaskablePPO`` only.) The YAML's ``policy_kwargs`` string is
 evaluated by the zoo with Python's ``eval``, so it imports the extractor with the builtin
-``__import__``; no extra ``--gym-packages`` is needed.
+``__import__``; no extra ``--gym-packages`` is needed. This module never evaluates it: it
+reads such strings (and ``policy_kwargs`` in a saved ``agent.json``) as data, with
+:func:`parse_kwargs`, which accepts literals, ``dict(...)`` and the class names of
+:data:`ALLOWED_NAMES` (activation functions, optimizers, the features extractor) only.
+
+Security: SB3's own ``model.zip`` holds cloudpickled objects, and SB3's ``PPO.load`` unpickles
+them, which can run code. :meth:`SB3Agent.load` never does: it first checks that the folder
+holds our ``agent.json`` naming this agent, rebuilds the model from that file (data only),
+then reads from ``model.zip`` only the weights (``torch.load(weights_only=True)``) and plain
+JSON counters. Even so, load only folders you trust.
 
 Wrappers: SB3 gets a ``DummyVecEnv`` of single envs, each in SB3's ``Monitor`` (episode
 returns for ``rollout/ep_rew_mean``; it also keeps ``reward_components`` for the
@@ -36,7 +45,10 @@ Needs the ``[sb3]`` extra (stable-baselines3 and sb3-contrib).
 
 from __future__ import annotations
 
+import ast
+import json
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -204,10 +216,102 @@ def _linear(initial: float) -> Any:
     return LinearSchedule(initial, 0.0, 1.0)
 
 
+def _allowed_names() -> dict[str, Any]:
+    names: dict[str, Any] = {}
+    for act in ("ReLU", "Tanh", "ELU", "LeakyReLU", "GELU", "SiLU", "Sigmoid", "Identity", "Softplus", "SELU", "Mish"):
+        for prefix in ("nn.", "th.nn.", "torch.nn."):
+            names[prefix + act] = getattr(nn, act)
+    for opt in ("Adam", "AdamW", "RMSprop", "SGD"):
+        for prefix in ("th.optim.", "torch.optim."):
+            names[prefix + opt] = getattr(torch.optim, opt)
+    for prefix in ("", "agents.sb3."):
+        names[prefix + "TokenFeaturesExtractor"] = TokenFeaturesExtractor
+    return names
+
+
+ALLOWED_NAMES: dict[str, Any] = _allowed_names()
+"""The classes a ``policy_kwargs`` string or a saved config may name (``nn.ReLU``,
+``th.optim.Adam``, ``TokenFeaturesExtractor``, ...); anything else is refused."""
+_CANONICAL = {cls: name for name, cls in reversed(list(ALLOWED_NAMES.items()))}  # the shortest name
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """``nn.ReLU`` -> "nn.ReLU"; the zoo's ``__import__('m', ...).X`` -> "m.X"; else None."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if not isinstance(node, ast.Attribute):
+        return None
+    value = node.value
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "__import__"
+            and value.args and isinstance(value.args[0], ast.Constant) and isinstance(value.args[0].value, str)):
+        return f"{value.args[0].value}.{node.attr}"
+    base = _dotted(value)
+    return None if base is None else f"{base}.{node.attr}"
+
+
+def _literal(node: ast.AST, text: str) -> Any:
+    """The value of one node of a ``policy_kwargs`` expression, evaluating nothing."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_literal(n, text) for n in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_literal(k, text): _literal(v, text) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        if all(k.arg is not None for k in node.keywords):
+            return {k.arg: _literal(k.value, text) for k in node.keywords}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        return -node.operand.value
+    name = _dotted(node)
+    if name in ALLOWED_NAMES:
+        return ALLOWED_NAMES[name]
+    raise error.InvalidArgument(
+        f"{ast.unparse(node)!r} in {text!r:.300} is not allowed: keyword-argument configs are read as data "
+        f"(literals, dict(...), lists) and may name only these classes: {', '.join(sorted(ALLOWED_NAMES))}"
+    )
+
+
+def parse_kwargs(value: Any, key: str = "policy_kwargs") -> Any:
+    """``policy_kwargs`` (or ``replay_buffer_kwargs``) as data: a zoo-style string such as
+    ``"dict(activation_fn=nn.Tanh, net_arch=[64])"`` is parsed, never evaluated; in a dict,
+    a string under ``activation_fn`` or a ``*_class`` key names a class of
+    :data:`ALLOWED_NAMES`. Anything else is an :class:`~lm_gym.error.InvalidArgument`."""
+    if isinstance(value, str):
+        try:
+            tree = ast.parse(value.strip(), mode="eval")
+        except SyntaxError as e:
+            raise error.InvalidArgument(f"{key}={value!r:.300} is not a valid expression: {e.msg}") from None
+        value = _literal(tree.body, value)
+    if isinstance(value, dict):
+        return {k: _resolve_class(k, v) if isinstance(v, str) else parse_kwargs(v, k) if isinstance(v, dict) else v
+                for k, v in value.items()}
+    return value
+
+
+def _resolve_class(key: str, value: str) -> Any:
+    if not (key == "activation_fn" or key.endswith("_class")):
+        return value
+    if value not in ALLOWED_NAMES:
+        raise error.unknown(f"class for {key}", value, ALLOWED_NAMES)
+    return ALLOWED_NAMES[value]
+
+
+def as_data(value: Any) -> Any:
+    """The inverse of :func:`parse_kwargs` for saving: allow-listed classes as their names."""
+    if isinstance(value, dict):
+        return {k: as_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_data(v) for v in value]
+    if isinstance(value, type):
+        return _CANONICAL.get(value, f"{value.__module__}.{value.__qualname__}")
+    return value
+
+
 def algo_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
     """A zoo entry (without the zoo-only keys) as the algorithm's constructor arguments:
-    ``policy_kwargs`` strings evaluated (as the zoo does, with ``nn`` and ``th`` in scope),
-    ``lin_<x>`` schedules, ``train_freq`` lists as tuples."""
+    ``policy_kwargs`` read as data by :func:`parse_kwargs` (never evaluated), ``lin_<x>``
+    schedules, ``train_freq`` lists as tuples."""
     unsupported = sorted(_ZOO_UNSUPPORTED & set(raw))
     if unsupported:
         raise error.InvalidArgument(
@@ -216,8 +320,8 @@ def algo_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
         )
     kwargs = {k: v for k, v in raw.items() if k not in _ZOO_KEYS}
     for key in ("policy_kwargs", "replay_buffer_kwargs"):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = eval(kwargs[key], {"nn": nn, "th": torch})  # noqa: S307 - the zoo's format
+        if kwargs.get(key) is not None:
+            kwargs[key] = parse_kwargs(kwargs[key], key)
     for key in ("learning_rate", "clip_range", "clip_range_vf"):
         value = kwargs.get(key)
         if isinstance(value, str):
@@ -289,7 +393,10 @@ class SB3Agent(Agent):
 
     def __init__(self, env: str | gym.Env, config: SB3Config | dict[str, Any] | None = None, **overrides: Any) -> None:
         self._setup(env, config, overrides)
-        self.model: BaseAlgorithm = self.algorithm()(
+        self.model: BaseAlgorithm = self._build_model()
+
+    def _build_model(self) -> BaseAlgorithm:
+        return self.algorithm()(
             self.policy, self.vec_env, seed=self.seed, device=self.config.device,
             verbose=self.config.verbose, tensorboard_log=self.config.tensorboard_log, **self.algo_kwargs,
         )
@@ -373,20 +480,61 @@ class SB3Agent(Agent):
 
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | None = None, **overrides: Any) -> SB3Agent:
-        """The agent saved in ``path``, on ``env`` (default: the env it was trained on)."""
-        config = {**read_agent_json(path, expected=cls.name)["config"], **overrides}
+        """The agent saved in ``path``, on ``env`` (default: the env it was trained on).
+
+        Nothing in the folder is unpickled or evaluated: ``agent.json`` must name this
+        agent (else a clear error says what the folder holds, before ``model.zip`` is
+        opened); the model is rebuilt from its config (data; class names from
+        :data:`ALLOWED_NAMES`), then only the weights (``torch.load(weights_only=True)``)
+        and plain JSON counters are read from ``model.zip``. SB3's ``model.zip`` is a pickle
+        to SB3's own ``load``: load only folders you trust, and never hand an untrusted one
+        to ``stable_baselines3.PPO.load``.
+        """
+        path = Path(path)
+        config = {**cls._saved_config(path), **overrides}
         saved_env = config.pop("env_id", None)
         env = env if env is not None else saved_env
         if env is None:
             raise error.InvalidArgument(f"{path}: the saved agent has no env id; pass env=")
         agent = cls.__new__(cls)
         agent._setup(env, None, config)
-        agent.model = cls.algorithm().load(Path(path) / "model.zip", env=agent.vec_env, device=agent.config.device)
+        agent.model = agent._build_model()
+        agent._load_weights(path / "model.zip")
         agent.num_timesteps = agent.model.num_timesteps
         return agent
 
+    @classmethod
+    def _saved_config(cls, path: Path) -> dict[str, Any]:
+        """The config in ``path/agent.json``, checked to be a save of this agent (before
+        ``model.zip`` is opened)."""
+        meta = read_agent_json(path, expected=cls.name)
+        if not (path / "model.zip").is_file():
+            raise error.InvalidArgument(f"{path} has agent.json but no model.zip: it is not a complete {cls.name} save")
+        return meta["config"]
+
+    def _load_weights(self, file: Path) -> None:
+        """The weights and counters saved in ``file``, without unpickling anything."""
+        try:
+            with zipfile.ZipFile(file) as archive:
+                data = json.loads(archive.read("data"))
+            self.model.set_parameters(str(file), exact_match=True, device=self.config.device)
+        except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError, OSError) as e:
+            raise error.ModelLoadError(
+                f"{file} is damaged or is not the model.zip of this {self.name} agent ({type(e).__name__}: {e})"
+            ) from e
+        for key in _COUNTERS:
+            value = data.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                setattr(self.model, key, value)
+
     def config_dict(self) -> dict[str, Any]:
-        return {"env_id": self.env_id, **asdict(self.config)}
+        config = asdict(self.config)
+        config["hyperparams"] = as_data(config["hyperparams"])  # classes by name, loadable again
+        return {"env_id": self.env_id, **config}
+
+
+_COUNTERS = ("num_timesteps", "_n_updates", "_n_calls", "_episode_num", "_current_progress_remaining", "exploration_rate")
+"""The plain numbers of SB3's saved ``data`` that :meth:`SB3Agent.load` restores."""
 
 
 class SB3PPO(SB3Agent):

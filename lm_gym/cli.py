@@ -4,6 +4,11 @@
 agent's config dataclass (``lm-gym train ENV --agent ppo --help`` lists them), ``bench``'s
 from :class:`lm_gym.bench.BenchConfig`: each field becomes ``--field-name`` with the
 field's docstring as its help, through :func:`add_dataclass_arguments`.
+
+Every error a user can cause (a bad value, an unknown id or agent, a path that cannot be
+read or written) is one line on stderr, ``lm-gym COMMAND: error: ...``, with exit code 2,
+before any work starts. ``train --out DIR`` holds one run: a non-empty DIR needs
+``--resume`` (continue from its checkpoints) or ``--overwrite`` (clear it).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import sys
 import textwrap
 import time
@@ -191,8 +197,46 @@ def parse_env_kwargs(pairs: Sequence[str] | None) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise error.InvalidArgument(f"--env-kwarg takes KEY=VALUE, got {pair!r}")
-        out[key.strip()] = _yaml_value(value)
+        try:
+            out[key.strip()] = _yaml_value(value)
+        except argparse.ArgumentTypeError as e:
+            raise error.InvalidArgument(f"--env-kwarg {pair!r}: {e}") from None
     return out
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, else an error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` as a folder this process can create or write in, else :class:`InvalidArgument`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error.InvalidArgument(f"{flag} {str(path)!r} is a file, not a folder; give a folder path")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise error.InvalidArgument(f"{flag} {str(path)!r} cannot be written: {str(existing)!r} is read-only")
+    return path
+
+
+def check_out_file(path: str | Path, flag: str) -> Path:
+    """``path`` as a file that can be written (its folder exists and is writable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise error.InvalidArgument(f"{flag} {str(path)!r} is a folder; give a file path")
+    folder = path.parent
+    if not folder.is_dir():
+        raise error.InvalidArgument(f"{flag} {str(path)!r}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise error.InvalidArgument(f"{flag} {str(path)!r}: the folder {str(folder)!r} is read-only")
+    return path
 
 
 def add_env_kwargs_option(p: argparse.ArgumentParser) -> None:
@@ -237,18 +281,23 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from agents import distributed
     from lm_gym.bench.config import Cell
     from lm_gym.bench.runner import DONE, run_cell
 
     quiet_libraries()
-    overrides = getattr(args, "agent_overrides", {})
-    out = Path(args.out)
+    overrides = dict(getattr(args, "agent_overrides", {}))
+    if "run_dir" in getattr(args, "config_fields", ()):  # checkpoints in OUT: --resume finds them
+        overrides.setdefault("run_dir", str(args.out))
+    env_kwargs = parse_env_kwargs(args.env_kwarg)
+    check_env(args.env, env_kwargs)
+    out = check_out_dir(args.out)
+    resume = prepare_run_dir(out, args.resume, args.overwrite, main=distributed.is_main_process())
     cell = Cell(
         env_id=args.env, agent=args.agent, seed=args.seed, budget=args.timesteps,
         time_budget=args.time_budget, eval_episodes=args.eval_episodes, eval_seed=1_000_000 + args.seed,
-        agent_kwargs=overrides, env_kwargs=parse_env_kwargs(args.env_kwarg), save_agent=True,
+        agent_kwargs=overrides, env_kwargs=env_kwargs, save_agent=True, resume=resume,
     )
-    from agents import distributed
 
     (out / DONE).unlink(missing_ok=True)  # train always trains afresh (every rank clears it first)
     # Under torchrun every rank trains its share and rank 0 alone writes and reports.
@@ -263,6 +312,46 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_MARKERS = ("config.json", "bench.log", "curve.csv", "done", "agent", "checkpoints", "progress.csv")
+"""What `lm-gym train` writes; a folder holding none of them is not cleared by --overwrite."""
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool, *, main: bool = True) -> bool:
+    """Make sure one folder never mixes two runs: an empty (or new) ``out`` trains afresh; a
+    non-empty one needs ``--resume`` (continue it; returns True) or ``--overwrite`` (clear
+    it, if it is a run folder). Only the main process clears."""
+    if resume and overwrite:
+        raise error.InvalidArgument("--resume and --overwrite exclude each other: continue the run in --out, or clear it")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if resume:
+        return True
+    if not overwrite:
+        raise error.InvalidArgument(
+            f"--out {str(out)!r} already holds a run ({', '.join(sorted(p.name for p in out.iterdir())[:5])}); "
+            "pass --resume to continue it, --overwrite to clear it and start over, or another --out"
+        )
+    if not any((out / name).exists() for name in RUN_MARKERS):
+        raise error.InvalidArgument(f"--overwrite: {str(out)!r} is not empty and is not an lm-gym run folder; not clearing it")
+    if main:
+        for child in out.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    return False
+
+
+def check_env(env_id: str, env_kwargs: dict[str, Any]) -> None:
+    """The env id exists and ``gym.make`` takes the kwargs (the env is made once and closed)."""
+    import gymnasium as gym
+
+    import lm_gym  # noqa: F401 - registers the ids
+    from lm_gym.registration import check_env_id
+
+    gym.make(check_env_id(env_id), **env_kwargs).close()
+
+
 def find_saved_agent(path: Path) -> Path:
     for cand in (path, path / "agent"):
         if (cand / "agent.json").is_file():
@@ -275,6 +364,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from agents.checkpoint import read_agent_json
 
     quiet_libraries()
+    if args.json:
+        check_out_file(args.json, "--json")
     path = find_saved_agent(Path(args.dir))
     meta = read_agent_json(path)
     saved = meta.get("config", {})
@@ -285,6 +376,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env_kwargs.update(parse_env_kwargs(args.env_kwarg))
     if env is None:
         raise error.InvalidArgument(f"{path}: the saved agent records no env id; give ENV")
+    check_env(env, env_kwargs)
     agent = agents.agent_class(meta["agent"]).load(path, env=env)
     result = agents.evaluate(agent, env, n_episodes=args.episodes, seed=args.seed, deterministic=args.deterministic, **env_kwargs)
     print(f"{meta['agent']} on {env}, {args.episodes} episodes:\n")
@@ -298,6 +390,7 @@ def _run_bench_and_print(config: Any, out: str, progress: bool, backend: Any = N
     from lm_gym.bench import run_bench
 
     quiet_libraries()
+    check_out_dir(out)
     start = time.perf_counter()
     results = run_bench(config, out, progress=progress, backend=backend)
     text = (Path(out) / "results.md").read_text()
@@ -336,7 +429,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from lm_gym.bench import preset
 
-    config = preset("quickstart", workers=args.workers, **({"budget": args.budget} if args.budget else {}))
+    config = preset("quickstart", workers=args.workers, **({"budget": args.budget} if args.budget is not None else {}))
     print(
         f"lm-gym quickstart: PPO vs the random and zero-shot (model) baselines on {', '.join(config.envs)}; "
         f"results in {args.out}\n"
@@ -348,6 +441,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from lm_gym.models.pretrain import pretrain
 
     quiet_libraries()
+    check_out_dir(args.out)
     metrics = pretrain(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress)
     print(metrics_table({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
     print(f"\nsaved the model to {args.out}; use it with gym.make(ENV, model={str(args.out)!r})")
@@ -363,10 +457,11 @@ def cmd_play(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     import lm_gym  # noqa: F401 - registers the ids
+    from lm_gym.registration import check_env_id
     from lm_gym.tasks.base import ToyTokenizer
 
     quiet_libraries()
-    env = gym.make(args.env, **parse_env_kwargs(args.env_kwarg))
+    env = gym.make(check_env_id(args.env), **parse_env_kwargs(args.env_kwarg))
     base = env.unwrapped
     tok = base.task.tokenizer
     toy = isinstance(tok, ToyTokenizer)
@@ -428,18 +523,52 @@ def cmd_play(args: argparse.Namespace) -> int:
 # -- the parser -------------------------------------------------------------------------------
 
 
-def _agent_in(argv: Sequence[str]) -> str | None:
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``lm-gym CMD: error: MESSAGE`` on stderr, exit code 2
+    (the usage stays in ``--help``)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def one_line(message: Any) -> str:
+    return " ".join(str(message).split())
+
+
+DEFAULT_AGENT = "ppo"
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _agent_in(argv: Sequence[str]) -> str:
+    """The ``train`` agent named on the command line, else the default."""
     for i, arg in enumerate(argv):
         if arg == "--agent" and i + 1 < len(argv):
             return argv[i + 1]
         if arg.startswith("--agent="):
             return arg.split("=", 1)[1]
-    return None
+    return DEFAULT_AGENT
+
+
+def train_config_class(name: str) -> type | None:
+    """The config dataclass of the ``train`` agent ``name``: the agent class's
+    ``config_class`` attribute (see :func:`config_class` for the fallbacks). An unknown
+    agent raises :class:`~lm_gym.error.UnknownName` before any flag is parsed."""
+    from lm_gym.bench.runner import resolve_agent
+
+    try:
+        return config_class(resolve_agent(name))
+    except error.DependencyNotInstalled as e:  # e.g. sb3-* without the extra: no flags, the run says why
+        logger.debug("no config flags for agent %r: %s", name, e)
+        return None
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The ``lm-gym`` parser; ``argv`` picks the ``train`` agent whose config flags to add."""
-    parser = argparse.ArgumentParser(prog="lm-gym", description="Reinforcement learning for language models.")
+    """The ``lm-gym`` parser; for ``train``, the agent of ``argv`` (``--agent``, default
+    ``ppo``) gives the config flags."""
+    parser = Parser(prog="lm-gym", description="Reinforcement learning for language models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.ArgumentDefaultsHelpFormatter
@@ -456,22 +585,18 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     p.add_argument("env", metavar="ENV", help="env id, e.g. lm_gym/KeywordToy-v0")
     p.add_argument("--agent", default="ppo", help="agent name (ppo, reinforce, sb3-ppo, ...) or package.module:Class")
-    p.add_argument("--timesteps", type=int, default=20_000, help="env steps to train for")
+    p.add_argument("--timesteps", type=positive_int, default=20_000, help="env steps to train for")
     p.add_argument("--time-budget", type=float, default=None, help="also stop after this many seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of the agent and its envs")
-    p.add_argument("--eval-episodes", type=int, default=100, help="episodes of the final evaluation")
-    p.add_argument("--out", default="runs/train", help="output directory")
+    p.add_argument("--eval-episodes", type=positive_int, default=100, help="episodes of the final evaluation")
+    p.add_argument("--out", default="runs/train", help="output directory (one run: a non-empty one needs --resume or --overwrite)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="clear the run in --out and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_env_kwargs_option(p)
-    name = _agent_in(argv) if argv and argv[0] == "train" else None
-    if name is not None:
-        try:
-            from lm_gym.bench.runner import resolve_agent
-
-            cls = config_class(resolve_agent(name))
-        except (error.Error, ImportError) as e:
-            logger.debug("no config flags for agent %r: %r", name, e)
-            cls = None
+    if _command_in(argv) == "train":
+        name = _agent_in(argv)
+        cls = train_config_class(name)
         if cls is not None:
             group = p.add_argument_group(f"{name} config ({cls.__name__}; unset flags keep their defaults)")
             exclude = [a.dest for a in p._actions] + ["env", "env_id", "env_kwargs", "verbose"]  # -v is global
@@ -485,7 +610,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     p.add_argument("dir", metavar="DIR", help="a saved agent (a folder with agent.json, or a train output folder)")
     p.add_argument("env", metavar="ENV", nargs="?", default=None, help="env id (default: the saved agent's)")
-    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes")
+    p.add_argument("--episodes", type=positive_int, default=100, help="evaluation episodes")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes")
     p.add_argument("--deterministic", action="store_true", help="greedy actions instead of sampling")
     p.add_argument("--json", metavar="FILE", help="also write the metrics to FILE as JSON")
@@ -521,8 +646,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "rerun it to finish an interrupted run.",
     )
     p.add_argument("--out", default="runs/quickstart", help="results directory")
-    p.add_argument("--workers", type=int, default=1, help="cells run at once, each in its own process")
-    p.add_argument("--budget", type=int, default=None, help="env steps per PPO run (None: the preset's budget per env)")
+    p.add_argument("--workers", type=positive_int, default=1, help="cells run at once, each in its own process")
+    p.add_argument("--budget", type=positive_int, default=None, help="env steps per PPO run (None: the preset's budget per env)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_quickstart)
 
@@ -534,7 +659,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quick", action="store_true", help="a tiny model and corpus (seconds; for tests)")
     p.add_argument("--seed", type=int, default=0, help="seed")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    p.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default: the config's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_pretrain)
 
@@ -545,16 +670,28 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     p.add_argument("env", metavar="ENV", help="env id")
     p.add_argument("--seed", type=int, default=None, help="seed of the first episode")
-    p.add_argument("--episodes", type=int, default=1_000_000, help="stop after this many episodes")
+    p.add_argument("--episodes", type=positive_int, default=1_000_000, help="stop after this many episodes")
     p.add_argument("--whole", action="store_true", help="each line is a whole completion (EOS is added)")
     add_env_kwargs_option(p)
     p.set_defaults(fn=cmd_play)
     return parser
 
 
+USER_ERRORS = (error.Error, ValueError, OSError)
+"""What a bad input raises (OSError: a path the command cannot read or write); reported in
+one line with exit code 2. Anything else is a bug and keeps its traceback."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lm-gym``; returns the exit code (an argparse error exits 2 with one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    command = _command_in(argv)
+    try:
+        parser = build_parser(argv)
+    except USER_ERRORS as e:  # an unknown train --agent
+        print(f"lm-gym {command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if getattr(args, "config_cls", None) is not None:
@@ -563,8 +700,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.agent_overrides = {k: getattr(args, k) for k in args.config_fields if hasattr(args, k)}
             args.config_cls(**args.agent_overrides)  # validate the flags now (__post_init__)
         return int(args.fn(args) or 0)
-    except (error.Error, ValueError) as e:
-        print(f"lm-gym {args.command}: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        print(f"lm-gym {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.command in ("bench", "quickstart"):

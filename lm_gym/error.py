@@ -19,8 +19,17 @@ class InvalidAction(Error, ValueError):
     """An action outside the env's ``Discrete(V)`` action space or of a non-integer type."""
 
 
+class InvalidActionType(InvalidAction, TypeError):
+    """A batch of actions of the wrong type or dimension, e.g. a scalar for a vector env
+    (also a ``TypeError``, as Gymnasium's Sync/Async vector envs raise)."""
+
+
 class InvalidArgument(Error, ValueError):
     """A bad argument value or an unknown keyword argument."""
+
+
+class InvalidArgumentType(InvalidArgument, TypeError):
+    """An argument of the wrong type or dtype (also a ``TypeError``, where Gymnasium raises one)."""
 
 
 class UnsupportedRenderMode(InvalidArgument, TypeError):

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from lm_gym.error import InvalidArgument
-from lm_gym.rewards.composite import Composite, validate_scores
+from lm_gym.rewards.composite import Composite
 from lm_gym.rewards.diversity import ngrams
+from lm_gym.tasks.base import validate_scores
 
 __all__ = [
     "evaluate_texts",
@@ -212,10 +213,9 @@ def evaluate_texts(
             for name, scores in parts.items():
                 out[f"reward/{name}"] = _mean(scores)
         else:
+            name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
             scores = validate_scores(
-                getattr(reward_fn, "__name__", type(reward_fn).__name__),
-                reward_fn(prompts, completions, **kwargs),
-                len(completions),
+                reward_fn(prompts, completions, **kwargs), len(completions), f"reward function {name!r}"
             )
             out["mean_reward"] = _mean(scores)
 

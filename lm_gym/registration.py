@@ -49,6 +49,22 @@ def register_task(
     _descriptions[env_id] = description or ""
 
 
+def check_env_id(env_id: Any) -> str:
+    """``env_id`` if ``gym.make`` knows it, else :class:`~lm_gym.error.UnknownName` with the
+    closest registered id and the lm_gym ids (``lm-gym list`` shows them)."""
+    if not isinstance(env_id, str) or not env_id:
+        raise error.InvalidArgument(f"env id must be a non-empty string such as 'lm_gym/Copy-v0', got {env_id!r}")
+    try:
+        gym.spec(env_id)
+    except (gym.error.Error, ImportError, ValueError):
+        hint = error.did_you_mean(env_id, gym.registry)
+        raise error.UnknownName(
+            f"Unknown env id {env_id!r}.{hint} The lm_gym ids are: {', '.join(_descriptions)} "
+            "(`lm-gym list` shows them)."
+        ) from None
+    return env_id
+
+
 def list_envs() -> dict[str, str]:
     """Every lm_gym env id (built-in and registered with :func:`register_task`) with a
     one-line description, in registration order."""

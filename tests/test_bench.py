@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -186,14 +187,28 @@ def test_rerun_runs_only_cells_without_a_done_marker(tmp_path):
 
 
 def test_a_failing_cell_is_reported_and_retried(tmp_path):
-    config = grid(agents=["random", "no_such_module:Agent"], seeds=1)
+    config = grid(agents=["random", TINY], seeds=1, agent_kwargs={TINY: {"n_envs": 0}})
     results = bench.run_bench(config, tmp_path, progress=False)
     assert [r.status for r in results] == ["done", "failed"]
-    assert "cannot import agent 'no_such_module:Agent'" in results[1].error
+    assert "n_envs must be a positive integer, got 0" in results[1].error
     failed = tmp_path / results[1].cell.key
     assert "InvalidArgument" in (failed / "error.txt").read_text() and not (failed / "done").exists()
     bench.run_bench(config, tmp_path, progress=False)
-    assert starts(tmp_path) == ["lm_gym__Copy-v0/random/seed0"] + ["lm_gym__Copy-v0/no_such_module--Agent/seed0"] * 2
+    assert starts(tmp_path) == ["lm_gym__Copy-v0/random/seed0"] + ["lm_gym__Copy-v0/test_bench--TinyLearner/seed0"] * 2
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(agents=["random", "no_such_module:Agent"]), "cannot import agent 'no_such_module:Agent'"),
+        (dict(agents=["random", "rnadom"]), "Unknown agent 'rnadom'. Did you mean 'random'?"),
+        (dict(envs=[COPY, "lm_gym/Coppy-v0"]), "Unknown env id 'lm_gym/Coppy-v0'. Did you mean 'lm_gym/Copy-v0'?"),
+    ],
+)
+def test_the_grid_is_checked_before_the_first_cell(tmp_path, kw, message):
+    with pytest.raises(error.Error, match=re.escape(message)):
+        bench.run_bench(grid(seeds=1, **kw), tmp_path, progress=False)
+    assert not (tmp_path / "bench.log").exists()
 
 
 def test_time_budget_stops_training_early(tmp_path):
@@ -294,3 +309,21 @@ def test_harness_trains_registered_learners_when_present(tmp_path):
     assert result.eval["trained"] is True and result.eval["num_timesteps"] >= 256
     rows = list(csv.DictReader(open(tmp_path / result.cell.key / "curve.csv")))
     assert rows and {"timesteps", "reward", "accuracy"} <= set(rows[0])
+
+
+def test_a_resumed_cell_keeps_its_curve_up_to_the_checkpoint(tmp_path):
+    from lm_gym.bench.runner import CurveWriter, clear_cell
+
+    first = CurveWriter(tmp_path)
+    for step in (100, 200, 300):  # killed after 300; its checkpoint was at 200
+        first.write(step, {"rollout/ep_rew_mean": step / 1000})
+    clear_cell(tmp_path, keep_curves=True)
+    resumed = CurveWriter(tmp_path, resume=True)
+    resumed.write(300, {"rollout/ep_rew_mean": 0.9})  # the first update after the checkpoint
+    rows = list(csv.DictReader((tmp_path / "curve.csv").open()))
+    assert [int(r["timesteps"]) for r in rows] == [100, 200, 300]
+    assert float(rows[-1]["reward"]) == 0.9
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["timesteps"] for ln in lines] == [100, 200, 300]
+    clear_cell(tmp_path)
+    assert not (tmp_path / "curve.csv").exists()

@@ -215,8 +215,9 @@ def test_eval_defaults_to_the_saved_env_kwargs(tiny_agent, tmp_path, capsys):
 
 
 def test_train_rejects_bad_config_and_eval_a_non_agent_dir(tiny_agent, tmp_path, capsys):
-    assert main(["train", COPY, "--agent", "nope", "--out", str(tmp_path / "x"), "--no-progress"]) == 1
+    assert main(["train", COPY, "--agent", "nope", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "Unknown agent 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before anything ran
     assert main(["eval", str(tmp_path)]) == 2
     assert "holds no saved agent" in capsys.readouterr().err
 
@@ -351,3 +352,162 @@ def test_lm_gym_import_stays_light():
     code = "import sys, lm_gym, lm_gym.cli, lm_gym.bench; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
     assert lm_gym.list_envs()
+
+
+# -- every error: one line, exit code 2 ------------------------------------------------------
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """``main(argv)`` in-process: its exit code (argparse's SystemExit included) and stderr."""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def bad_paths(tmp_path):
+    """A file where a folder is expected, a YAML file with a syntax error, a folder holding
+    a non-agent, and a finished train run."""
+    paths = {"file": tmp_path / "a_file", "yaml": tmp_path / "broken.yaml", "empty": tmp_path / "empty"}
+    paths["file"].write_text("x")
+    paths["yaml"].write_text("envs: [lm_gym/Copy-v0\nagents: random\n")
+    paths["empty"].mkdir()
+    return paths
+
+
+NONSENSE = [
+    # (argv, what the one line must name); {file}, {yaml}, {empty} are bad_paths
+    (["nonsense"], "invalid choice: 'nonsense'"),
+    (["list", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "lm_gym/Cpy-v0"], "Unknown env id 'lm_gym/Cpy-v0'. Did you mean 'lm_gym/Copy-v0'?"),
+    (["train", COPY, "--agent", "ppp"], "Unknown agent 'ppp'. Did you mean 'ppo'?"),
+    (["train", COPY, "--timesteps", "-5"], "argument --timesteps: must be a positive integer, got '-5'"),
+    (["train", COPY, "--timesteps", "lots"], "argument --timesteps: must be a positive integer, got 'lots'"),
+    (["train", COPY, "--out", "{file}"], "--out '{file}' is a file, not a folder"),
+    (["train", COPY, "-e", "max_new_tokens"], "--env-kwarg takes KEY=VALUE, got 'max_new_tokens'"),
+    (["train", COPY, "-e", "colour=red"], "Unknown keyword argument 'colour'"),
+    (["train", COPY, "-e", "max_new_tokens=[1"], "--env-kwarg 'max_new_tokens=[1': not a YAML/JSON value"),
+    (["train", COPY, "--resume", "--overwrite"], "--resume and --overwrite exclude each other"),
+    (["train", COPY, "--learning-rate", "fast"], "argument --learning-rate: invalid float value: 'fast'"),
+    (["eval", "{empty}"], "'{empty}' holds no saved agent"),
+    (["eval", "{empty}", "--json", "{empty}/missing/m.json"], "the folder '{empty}/missing' does not exist"),
+    (["eval", "{empty}", "--episodes", "0"], "argument --episodes: must be a positive integer, got '0'"),
+    (["bench", "{yaml}"], "'{yaml}' is not valid YAML at line 2"),
+    (["bench", "{file}.yaml"], "bench config file '{file}.yaml' does not exist"),
+    (["bench", "--envs", "lm_gym/Nope-v0", "--agents", "random"], "Unknown env id 'lm_gym/Nope-v0'"),
+    (["bench", "--envs", COPY, "--agents", "random,rnadom"], "Unknown agent 'rnadom'. Did you mean 'random'?"),
+    (["bench", "--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+    (["bench", "--preset", "smoke", "--out", "{file}"], "--out '{file}' is a file, not a folder"),
+    (["quickstart", "--budget", "0"], "argument --budget: must be a positive integer, got '0'"),
+    (["quickstart", "--workers", "-1"], "argument --workers: must be a positive integer, got '-1'"),
+    (["quickstart", "--out", "{file}"], "--out '{file}' is a file, not a folder"),
+    (["pretrain", "--out", "{file}", "--quick"], "--out '{file}' is a file, not a folder"),
+    (["pretrain", "--out", "{empty}", "--steps", "-1"], "argument --steps: must be a positive integer, got '-1'"),
+    (["play", "lm_gym/Copy-v9"], "Unknown env id 'lm_gym/Copy-v9'. Did you mean 'lm_gym/Copy-v0'?"),
+    (["play", COPY, "--episodes", "-1"], "argument --episodes: must be a positive integer, got '-1'"),
+    (["play", COPY, "-e", "max_new_tokens=0"], "max_new_tokens must be in [1, inf], got 0"),
+]
+
+
+@pytest.mark.parametrize("argv, message", NONSENSE, ids=[" ".join(a) for a, _ in NONSENSE])
+def test_every_cli_error_is_one_line_with_exit_code_2(argv, message, bad_paths, capsys, monkeypatch):
+    monkeypatch.setattr(agents, "evaluate", lambda *a, **k: pytest.fail("evaluated before the input was checked"))
+    fill = {k: str(v) for k, v in bad_paths.items()}
+    argv = [a.format(**fill) for a in argv]
+    code, err = run_cli(argv, capsys)
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err
+    assert err.startswith((f"lm-gym {argv[0]}: error: ", "lm-gym: error: ")), err
+    assert message.format(**fill) in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_one_line(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    code, err = run_cli(["train", COPY, "--out", str(locked / "run")], capsys)
+    assert code == 2 and f"--out '{locked / 'run'}' cannot be written: '{locked}' is read-only" in err
+
+
+def test_check_out_dir_refuses_a_read_only_folder(tmp_path, monkeypatch):
+    from lm_gym.cli import check_out_dir
+
+    assert check_out_dir(tmp_path / "run") == tmp_path / "run"
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)  # as if read-only
+    with pytest.raises(error.InvalidArgument, match=f"--out '{tmp_path / 'run'}' cannot be written: '{tmp_path}' is read-only"):
+        check_out_dir(tmp_path / "run")
+
+
+def test_bench_checks_the_whole_grid_before_the_first_cell(tmp_path, capsys):
+    code, err = run_cli(bench_argv(tmp_path, "--agents", "random,nope"), capsys)
+    assert code == 2 and "Unknown agent 'nope'" in err
+    assert not (tmp_path / "bench.log").exists() and not list(tmp_path.rglob("done"))
+
+
+def test_train_has_the_default_agents_config_flags(capsys):
+    """--agent defaults to ppo, and so do the config flags (the agent class's config_class)."""
+    from lm_gym.bench.runner import resolve_agent
+
+    with pytest.raises(SystemExit):
+        main(["train", COPY, "--help"])
+    out = capsys.readouterr().out
+    cls = config_class(resolve_agent("ppo"))
+    assert f"ppo config ({cls.__name__}" in out and "--learning-rate FLOAT" in out
+    parsed = build_parser(["train", COPY, "--learning-rate", "0.01"]).parse_args(["train", COPY, "--learning-rate", "0.01"])
+    assert parsed.agent == "ppo" and parsed.config_cls is cls and "learning_rate" in parsed.config_fields
+
+
+class ResumeRecorder:
+    """TinyLearner that records what learn() was asked."""
+
+    calls: list = []
+
+    def __new__(cls, *args, **kwargs):
+        import test_bench
+
+        agent = test_bench.TinyLearner(*args, **kwargs)
+        learn = agent.learn
+
+        def recording(total_timesteps, callback=None, progress_bar=False, **kw):
+            ResumeRecorder.calls.append(kw)
+            return learn(total_timesteps, callback, progress_bar, **kw)
+
+        agent.learn = recording
+        return agent
+
+
+def test_a_rerun_into_a_run_folder_resumes_or_overwrites_never_mixes(tiny_agent, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(ResumeRecorder, "calls", [])
+    monkeypatch.setitem(agents.AGENTS, "rec", "test_cli:ResumeRecorder")
+    out = tmp_path / "run"
+    argv = ["train", COPY, "--agent", "rec", "--timesteps", "32", "--eval-episodes", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    code, err = run_cli(argv, capsys)  # the same command again
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"--out '{out}' already holds a run" in err and "pass --resume to continue it, --overwrite" in err
+    assert ResumeRecorder.calls == [{}]
+    assert main([*argv, "--resume"]) == 0
+    assert ResumeRecorder.calls == [{}, {"resume": True}]
+    (out / "stale.txt").write_text("from the first run")
+    assert main([*argv, "--overwrite"]) == 0
+    assert ResumeRecorder.calls == [{}, {"resume": True}, {}]
+    assert not (out / "stale.txt").exists() and (out / "done").is_file()
+    # --overwrite never clears a folder that is not a run
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_text("meow")
+    code, err = run_cli([*argv[:-3], "--out", str(other), "--overwrite", "--no-progress"], capsys)
+    assert code == 2 and "is not an lm-gym run folder; not clearing it" in err and (other / "cat.jpg").exists()
+
+
+def test_eval_json_into_a_missing_folder_fails_before_evaluating(tiny_agent, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(["train", COPY, "--agent", "tiny", "--timesteps", "32", "--eval-episodes", "2", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(agents, "evaluate", lambda *a, **k: pytest.fail("evaluated before --json was checked"))
+    code, err = run_cli(["eval", str(out), "--json", str(tmp_path / "nope" / "m.json")], capsys)
+    assert code == 2 and f"the folder '{tmp_path / 'nope'}' does not exist" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import gymnasium as gym
@@ -113,13 +114,99 @@ def test_same_seed_same_episodes(env_id):
     assert any(x[0]["input_ids"].tolist() != y[0]["input_ids"].tolist() for x, y in zip(a, c))
 
 
-@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED])
+MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED]
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("env_id", ALL_IDS)
 def test_native_vector_env_equals_n_single_envs(env_id, mode):
     n = 4
     native = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", autoreset_mode=mode)
     assert isinstance(native, lm_gym.TextGenVectorEnv)
     sync = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode})
+    assert_native_equals_sync(native, sync, mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("env_id", [*TOY_IDS, "lm_gym/Continuation-v0"])
+def test_max_episode_steps_is_a_time_limit_on_each_sub_env(env_id, mode):
+    """``make_vec(id, max_episode_steps=k)`` means what a TimeLimit(k) on each sub-env of the
+    Sync env means: cut at k steps, truncated, not scored."""
+    n, k = 4, 3
+    native = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", autoreset_mode=mode,
+                          max_episode_steps=k, max_new_tokens=5)
+    assert native.max_episode_steps == k
+    sync = gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode},
+                        max_episode_steps=k, max_new_tokens=5)
+    assert_native_equals_sync(native, sync, mode)
+
+
+def test_a_time_limited_spec_and_an_unscored_cut():
+    spec = copy.deepcopy(gym.spec("lm_gym/Copy-v0"))
+    spec.max_episode_steps = 2
+    calls = []
+    env = gym.make_vec(spec, num_envs=2, vectorization_mode="vector_entry_point",
+                       reward=lambda p, c, **m: calls.append(c) or [1.0] * len(c))
+    assert env.max_episode_steps == 2
+    env.reset(seed=0)
+    letter = int(np.flatnonzero(env.action_masks()[0])[1])  # a letter, not EOS
+    env.step(np.array([letter, letter]))
+    _, rewards, terminated, truncated, info = env.step(np.array([letter, env.eos_token_id]))
+    assert truncated.tolist() == [True, True] and terminated.tolist() == [False, True]
+    assert rewards.tolist() == [0.0, 1.0]  # the cut episode is not scored; the EOS one is
+    assert calls == [["a"]]  # one batched call, for the EOS episode only
+    assert info["_text"].tolist() == [False, True]
+    with pytest.raises(lm_gym.error.InvalidArgument, match="max_episode_steps must be in \\[1, inf\\], got 0"):
+        gym.make_vec("lm_gym/Copy-v0", num_envs=2, vectorization_mode="vector_entry_point", max_episode_steps=0)
+
+
+def test_unknown_vector_env_kwarg_lists_the_vector_envs_own():
+    with pytest.raises(lm_gym.error.InvalidArgument) as e:
+        gym.make_vec("lm_gym/Copy-v0", num_envs=2, vectorization_mode="vector_entry_point", autoreset="next_step")
+    message = str(e.value)
+    assert "Unknown keyword argument 'autoreset'" in message and "Did you mean 'autoreset_mode'?" in message
+    valid = message.split("Valid: ")[1]
+    for name in ("autoreset_mode", "copy", "max_episode_steps", "num_envs", "reward", "max_new_tokens"):
+        assert name in valid
+
+
+@pytest.mark.parametrize("env_id", [*TOY_IDS, "lm_gym/Continuation-v0"])
+def test_bad_vector_input_raises_what_sync_raises(env_id):
+    """The native vector env raises the exception types of Gymnasium's SyncVectorEnv."""
+    native = gym.make_vec(env_id, num_envs=3, vectorization_mode="vector_entry_point")
+    sync = gym.make_vec(env_id, num_envs=3, vectorization_mode="sync")
+    bad_resets = [
+        (np.array([1, 0, 1]), TypeError),  # wrong dtype
+        (np.array([1.0, 0.0, 1.0]), TypeError),
+        ([True, False, True], TypeError),  # not an ndarray
+        (np.array([True, False]), ValueError),  # wrong shape
+        (np.array([False, False, False]), ValueError),  # no True
+    ]
+    for env in (native, sync):
+        env.reset(seed=0)
+        for mask, exc in bad_resets:
+            with pytest.raises(exc):
+                env.reset(options={"reset_mask": mask})
+        with pytest.raises(TypeError):
+            env.step(0)  # a scalar for a batch of 3
+    with pytest.raises(lm_gym.error.InvalidArgumentType, match="must be a bool numpy array of shape \\(3,\\).*got dtype int64"):
+        native.reset(options={"reset_mask": np.array([1, 0, 1])})
+    with pytest.raises(lm_gym.error.InvalidActionType, match="shape \\(3,\\).*got int of shape \\(\\)"):
+        native.step(0)
+
+
+def test_reset_seed_seeds_the_base_class_rng():
+    env = gym.make_vec("lm_gym/Copy-v0", num_envs=2, vectorization_mode="vector_entry_point")
+    env.reset(seed=42)
+    assert env.unwrapped.np_random_seed == 42
+    expected, _ = gym.utils.seeding.np_random(42)
+    assert env.unwrapped.np_random.bit_generator.state == expected.bit_generator.state
+    env.reset(seed=7)
+    assert env.unwrapped.np_random_seed == 7
+
+
+def assert_native_equals_sync(native, sync, mode):
+    n = native.num_envs
     rng = np.random.default_rng(0)
     out_a, out_b = native.reset(seed=11), sync.reset(seed=11)
     assert_tree_equal(out_a, out_b, "reset")

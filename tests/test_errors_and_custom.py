@@ -86,16 +86,77 @@ def test_custom_reward_replaces_the_score():
 @pytest.mark.parametrize(
     "fn, match",
     [
-        (lambda p, c, **m: [1.0, 2.0], r"returned 2 value\(s\).*expected one float per completion, shape \(1,\)"),
-        (lambda p, c, **m: [float("inf")], "non-finite value inf"),
+        (lambda p, c, **m: [1.0, 2.0], r"returned a list of 2 value\(s\); a reward must be a sequence of 1 real"),
+        (lambda p, c, **m: [float("inf")], "non-finite value inf at index 0"),
         (lambda p, c, **m: 1 / 0, "raised ZeroDivisionError"),
-        (lambda p, c, **m: ["x"], "must return a list of 1 floats"),
+        (lambda p, c, **m: ["x"], "returned a list whose item 0 is str 'x'; a reward must be"),
     ],
 )
 def test_broken_reward_functions(fn, match):
     env = gym.make("lm_gym/Copy-v0", reward=fn)
     with pytest.raises(error.RewardError, match=match):
         finish_episode(env)
+
+
+VALID_REWARD = r"a reward must be a sequence of {n} real numbers, one per completion"
+
+
+@pytest.mark.parametrize("make", ["single", "vector"])
+@pytest.mark.parametrize(
+    "out, what",
+    [
+        (["0.5"], r"a list whose item 0 is str '0.5'"),
+        (None, r"NoneType None"),
+        (0.5, r"a bare float 0.5, not a sequence"),
+        (np.float64(0.5), r"a bare float64 np.float64\(0.5\), not a sequence"),
+        ([True], r"a list whose item 0 is bool True"),
+        (np.array([True]), r"an ndarray of dtype bool"),
+        ([[0.5]], r"a list whose item 0 is list \[0.5\]"),
+        ({"reward": 0.5}, r"dict \{'reward': 0.5\}"),
+    ],
+)
+def test_one_strict_rule_for_reward_functions(make, out, what):
+    """Only a sequence of real numbers of the batch's length is a reward; anything else is
+    refused on the first episode, however many episodes end on the step (a bare float for
+    a batch of one used to pass until two episodes ended together)."""
+
+    def reward(prompts, completions, **meta):
+        return out
+
+    if make == "single":
+        env, n = gym.make("lm_gym/Copy-v0", reward=reward), 1
+        env.reset(seed=0)
+        step = lambda: env.step(1)  # noqa: E731
+    else:
+        n = 3
+        env = gym.make_vec("lm_gym/Copy-v0", num_envs=n, vectorization_mode="vector_entry_point", reward=reward)
+        env.reset(seed=0)
+        step = lambda: env.step(np.ones(n, dtype=np.int64))  # noqa: E731
+    with pytest.raises(error.RewardError, match=f"reward' returned {what}; {VALID_REWARD.format(n=n)}"):
+        step()
+
+
+@pytest.mark.parametrize("out", [[0.5, 1], (0, 1.0), np.array([1, 2], dtype=np.int32), np.array([0.5, 0.25], dtype=np.float32)])
+def test_sequences_of_real_numbers_are_rewards(out):
+    from lm_gym.tasks.base import validate_scores
+
+    scores = validate_scores(out, 2)
+    assert scores.dtype == np.float64 and scores.tolist() == [float(x) for x in out]
+    with pytest.raises(error.RewardError, match=r"'f' returned a list of 3 value\(s\); a reward must be a sequence of 2"):
+        validate_scores([0.0, 1.0, 2.0], 2, "'f'")
+
+
+def test_one_score_validator():
+    """The rewards package, the metrics and the envs share one validator."""
+    import lm_gym.metrics
+    import lm_gym.rewards
+    import lm_gym.rewards.composite
+    from lm_gym.envs import core
+    from lm_gym.tasks import base
+
+    assert lm_gym.rewards.validate_scores is base.validate_scores
+    assert lm_gym.rewards.composite.validate_scores is base.validate_scores
+    assert lm_gym.metrics.validate_scores is core.validate_scores is base.validate_scores
 
 
 def test_reward_must_be_callable_and_exclusive():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections import Counter
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -219,6 +220,58 @@ def test_bad_paths_and_dtypes(tmp_path):
         load_lm(tmp_path)  # an empty directory
     with pytest.raises(InvalidArgument, match="float33"):
         load_lm(BUILTIN, dtype="float33")
+
+
+@pytest.mark.parametrize("name", [123, "", "  ", None, 1.5])
+def test_a_model_name_that_is_not_a_name(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "" used to load the current directory
+    for load in (load_lm, load_tokenizer, load_frozen):
+        with pytest.raises(InvalidArgument, match=f"model must be a non-empty string or path, got {re.escape(repr(name))}"):
+            load(name)
+    with pytest.raises(InvalidArgument, match="model must be a non-empty string"):
+        gym.make("lm_gym/Continuation-v0", model=name)
+
+
+def test_bad_devices_name_the_device_and_what_is_valid(monkeypatch):
+    with pytest.raises(InvalidArgument, match=r"Unknown device 'tpu9'; use 'cpu', 'cuda' or 'cuda:N'"):
+        load_lm(BUILTIN, device="tpu9")
+    with pytest.raises(InvalidArgument, match="Unknown device 'tpu9'"):
+        gym.make("lm_gym/Continuation-v0", device="tpu9")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for load in (load_lm, load_frozen, load_model_and_tokenizer):
+        with pytest.raises(InvalidArgument, match=r"device='cuda:0' is not available on this machine \(torch.cuda"):
+            load(BUILTIN, device="cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(InvalidArgument, match=r"device='cuda:5': this machine has 2 cuda device\(s\), cuda:0 .. cuda:1"):
+        load_lm(BUILTIN, device="cuda:5")
+    from lm_gym.models import check_device
+
+    assert check_device("cpu") == "cpu" and check_device(None) is None and check_device(torch.device("cpu")) == torch.device("cpu")
+
+
+def _truncate(path, keep=100):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize(
+    "file, damage",
+    [
+        ("model.safetensors", lambda p: _truncate(p, 100)),  # the header cut
+        ("model.safetensors", lambda p: _truncate(p, p.stat().st_size - 64)),  # the tensors cut
+        ("model.safetensors", lambda p: p.write_bytes(b"not a safetensors file")),
+        ("config.json", lambda p: _truncate(p, 30)),
+        ("tokenizer.json", lambda p: _truncate(p, 30)),
+    ],
+)
+def test_a_damaged_model_file_is_named(tmp_path, file, damage):
+    _tiny_gpt2(tmp_path, with_pad=True)
+    damage(tmp_path / file)
+    with pytest.raises(ModelLoadError) as info:
+        load_model_and_tokenizer(tmp_path)
+    message = str(info.value)
+    assert f"the file {str(tmp_path / file)!r} is damaged or truncated" in message
+    assert "save_pretrained" in message and "builtin" in message
 
 
 def test_position_ids_from_mask():

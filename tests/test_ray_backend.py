@@ -85,11 +85,11 @@ def test_ray_grid_writes_the_local_backends_results_and_resumes(ray_local, tmp_p
 
 
 def test_a_failing_cell_is_reported_with_its_traceback(ray_local, tmp_path):
-    config = grid(agents=["tests_nowhere:Agent"], seeds=1)
+    config = grid(agents=["random"], seeds=1, agent_kwargs={"random": {"n_envs": 0}})
     results = bench.run_bench(config, tmp_path, backend="ray", progress=False)
     assert [r.status for r in results] == ["failed"]
-    assert "cannot import agent 'tests_nowhere:Agent'" in results[0].error
-    cell = tmp_path / "lm_gym__Copy-v0/tests_nowhere--Agent/seed0"
+    assert "n_envs must be a positive integer, got 0" in results[0].error
+    cell = tmp_path / "lm_gym__Copy-v0/random/seed0"
     assert "Traceback" in (cell / "error.txt").read_text() and not (cell / "done").exists()
 
 

@@ -386,11 +386,12 @@ def test_composite_with_weights_and_unknown_names():
 @pytest.mark.parametrize(
     "values, match",
     [
-        ([0.1, 0.2], r"'broken' returned shape \(2,\); expected \(3,\)"),
-        ([[0.1, 0.2, 0.3]], r"shape \(1, 3\); expected \(3,\)"),
+        ([0.1, 0.2], r"component 'broken' returned a list of 2 value\(s\); a reward must be a sequence of 3"),
+        ([[0.1, 0.2, 0.3]], r"returned a list whose item 0 is list \[0.1, 0.2, 0.3\]"),
+        (np.ones((1, 3)), r"returned an ndarray of shape \(1, 3\); a reward must be a sequence of 3"),
         ([0.1, math.nan, 0.3], "'broken' returned a non-finite value nan at index 1"),
         ([0.1, 0.2, math.inf], "non-finite value inf at index 2"),
-        (["a", "b", "c"], "not an array of 3 floats"),
+        (["a", "b", "c"], "returned a list whose item 0 is str 'a'"),
     ],
 )
 def test_composite_rejects_bad_component_output(values, match):

@@ -4,6 +4,7 @@ agents behind the Agent protocol, the zoo YAML, masking, and the missing-extra e
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 
 import gymnasium as gym
@@ -265,3 +266,120 @@ def test_missing_sb3_contrib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sb3_contrib", None)
     with pytest.raises(error.DependencyNotInstalled, match=r"sb3-contrib is required for MaskablePPO.*lm-gym\[sb3\]"):
         SB3MaskablePPO(COPY)
+
+
+# -- loading is data only ----------------------------------------------------------------------
+
+
+def test_policy_kwargs_are_parsed_never_evaluated(tmp_path):
+    from agents.sb3 import ALLOWED_NAMES, as_data, parse_kwargs
+
+    for algo in ("ppo", "a2c", "dqn", "maskable_ppo"):  # the zoo's strings read as data, the same as eval
+        text = zoo_hyperparams(algo, COPY)["policy_kwargs"]
+        assert parse_kwargs(text) == eval(text, {})
+    assert parse_kwargs("dict(activation_fn=nn.Tanh, net_arch=[64, -1], optimizer_class=th.optim.RMSprop)") == {
+        "activation_fn": torch.nn.Tanh, "net_arch": [64, -1], "optimizer_class": torch.optim.RMSprop}
+    assert parse_kwargs({"activation_fn": "nn.ReLU", "features_extractor_class": "TokenFeaturesExtractor"}) == {
+        "activation_fn": torch.nn.ReLU, "features_extractor_class": TokenFeaturesExtractor}
+    assert as_data({"activation_fn": torch.nn.ReLU, "net_arch": (8,)}) == {"activation_fn": "nn.ReLU", "net_arch": [8]}
+    marker = tmp_path / "pwned"
+    for payload in (f"__import__('pathlib').Path({str(marker)!r}).touch()", "dict(a=open('/etc/passwd').read())",
+                    "os.system('touch x')", "dict(activation_fn=nn.ReLU.__subclasses__)"):
+        with pytest.raises(error.InvalidArgument, match="is not allowed: keyword-argument configs are read as data"):
+            parse_kwargs(payload)
+    with pytest.raises(error.UnknownName, match="Unknown class for activation_fn 'os.system'"):
+        parse_kwargs({"activation_fn": "os.system"})
+    assert not marker.exists() and "nn.ReLU" in ALLOWED_NAMES
+
+
+def saved_small_ppo(path, **kw):
+    agent = SB3PPO(COPY, seed=0, n_envs=1, env_kwargs=SMALL, hyperparams={"n_steps": 16, "batch_size": 16}, **kw)
+    agent.save(path)
+    return agent
+
+
+def test_a_crafted_agent_json_runs_no_code(tmp_path):
+    """A policy_kwargs payload in agent.json is refused with a clear error and runs nothing,
+    through SB3Agent.load and through `lm-gym eval DIR`."""
+    from lm_gym.cli import main
+
+    saved_small_ppo(tmp_path / "agent")
+    marker = tmp_path / "pwned"
+    meta = json.loads((tmp_path / "agent" / "agent.json").read_text())
+    meta["config"]["hyperparams"]["policy_kwargs"] = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+    (tmp_path / "agent" / "agent.json").write_text(json.dumps(meta))
+    with pytest.raises(error.InvalidArgument, match="is not allowed: keyword-argument configs are read as data"):
+        SB3PPO.load(tmp_path / "agent")
+    assert main(["eval", str(tmp_path / "agent"), "--episodes", "2"]) == 2
+    assert not marker.exists()
+
+
+def test_a_crafted_model_zip_is_never_unpickled(tmp_path):
+    """SB3's own load would unpickle the payload in model.zip's data; ours reads weights only."""
+    import base64
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "pwned"
+    agent = saved_small_ppo(tmp_path / "agent")
+    payload = base64.b64encode(pickle.dumps(Touch(str(marker)))).decode()
+    zip_path = tmp_path / "agent" / "model.zip"
+    with zipfile.ZipFile(zip_path) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    data = json.loads(members["data"])
+    data["policy_kwargs"] = {":type:": "<class 'dict'>", ":serialized:": payload}
+    members["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(zip_path, "w") as z:
+        for name, content in members.items():
+            z.writestr(name, content)
+    loaded = SB3PPO.load(tmp_path / "agent")
+    assert not marker.exists()
+    obs = copy_obs(4)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0])
+    try:  # whatever SB3 makes of the object, unpickling it has run the payload
+        agents_sb3.sb3.PPO.load(zip_path)
+    except Exception:  # noqa: BLE001, S110
+        pass
+    assert marker.exists()  # the crafted file is a real threat to SB3's own load
+
+
+class Touch:
+    """Unpickling this creates a file (a stand-in for any code a pickle can run)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+def test_load_refuses_a_folder_that_is_not_this_agents(tmp_path):
+    saved_small_ppo(tmp_path / "ppo")
+    with pytest.raises(error.CheckpointError, match=r"holds a saved 'sb3-ppo' agent, not 'sb3-a2c'; "
+                       r"load it with agents.agent_class\('sb3-ppo'\).load\(path\)"):
+        SB3A2C.load(tmp_path / "ppo")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.zip").write_bytes((tmp_path / "ppo" / "model.zip").read_bytes())
+    with pytest.raises(error.InvalidArgument, match="is not a saved agent \\(no agent.json in it\\)"):
+        SB3PPO.load(foreign)
+    (foreign / "agent.json").write_text('{"agent": "sb3-ppo", "config": {')
+    with pytest.raises(error.CheckpointError, match="agent.json is damaged \\(not valid JSON"):
+        SB3PPO.load(foreign)
+    (foreign / "agent.json").write_text(json.dumps({"agent": "sb3-ppo", "config": {"env_id": COPY}}))
+    (foreign / "model.zip").write_bytes(b"PK not really")
+    with pytest.raises(error.ModelLoadError, match="model.zip is damaged or is not the model.zip of this sb3-ppo agent"):
+        SB3PPO.load(foreign)
+
+
+def test_policy_classes_are_saved_by_name_and_load_back(tmp_path):
+    agent = SB3PPO(COPY, seed=0, n_envs=1, env_kwargs=SMALL, hyperparams={
+        "n_steps": 16, "batch_size": 16,
+        "policy_kwargs": {"features_extractor_class": TokenFeaturesExtractor, "activation_fn": torch.nn.Tanh, "net_arch": [8]}})
+    agent.save(tmp_path / "agent")
+    saved = json.loads((tmp_path / "agent" / "agent.json").read_text())["config"]["hyperparams"]["policy_kwargs"]
+    assert saved == {"features_extractor_class": "TokenFeaturesExtractor", "activation_fn": "nn.Tanh", "net_arch": [8]}
+    loaded = SB3PPO.load(tmp_path / "agent")
+    assert loaded.model.policy.activation_fn is torch.nn.Tanh

@@ -164,6 +164,8 @@ class Cell:
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     save_agent: bool = False
+    resume: bool = False
+    """Continue from the agent's last checkpoint (``learn(resume=True)``), as ``lm-gym train --resume``."""
 
     @property
     def key(self) -> str:
@@ -258,7 +260,13 @@ def load_config(path: str | Path, **overrides: Any) -> BenchConfig:
     path = Path(path)
     if not path.is_file():
         raise error.InvalidArgument(f"bench config file {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise error.InvalidArgument(f"{str(path)!r} is not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise error.InvalidArgument(f"{path}: a bench config must be a YAML mapping, got {type(data).__name__}")
     base = dict(PRESETS[data.pop("preset")]) if "preset" in data and data["preset"] in PRESETS else {}

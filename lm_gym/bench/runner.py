@@ -73,10 +73,15 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def clear_cell(directory: Path) -> None:
-    """Remove what a cell writes (and only that: ``lm-gym train --out`` may name any folder)."""
+CURVE_FILES = ("curve.csv", "metrics.jsonl")
+
+
+def clear_cell(directory: Path, *, keep_curves: bool = False) -> None:
+    """Remove what a cell writes (and only that: ``lm-gym train --out`` may name any folder);
+    a resuming cell keeps its curves, which its writer cuts back to the resumed step."""
     for name in CELL_FILES:
-        (directory / name).unlink(missing_ok=True)
+        if not (keep_curves and name in CURVE_FILES):
+            (directory / name).unlink(missing_ok=True)
     if (directory / "agent" / "agent.json").is_file():
         shutil.rmtree(directory / "agent")
 
@@ -147,6 +152,25 @@ def learns(agent: Any, name: str = "") -> bool:
     return not (isinstance(agent, Agent) and type(agent).learn is Agent.learn)
 
 
+def resume_kwargs(agent: Any, cell: Cell) -> dict[str, Any]:
+    """``{"resume": True}`` for a cell that resumes (its agent's ``learn`` must take it)."""
+    if not cell.resume:
+        return {}
+    if not accepts(agent.learn, "resume"):
+        raise error.InvalidArgument(f"agent {cell.agent!r} cannot resume: its learn() takes no resume=")
+    return {"resume": True}
+
+
+def check_grid(config: BenchConfig) -> None:
+    """Every env id and agent name of a grid exists (before the first cell runs)."""
+    from lm_gym.registration import check_env_id
+
+    for env_id in config.envs:
+        check_env_id(env_id)
+    for agent in config.agents:
+        resolve_agent(agent)
+
+
 def agent_config(agent: Any, cell: Cell) -> dict[str, Any]:
     """The agent's resolved configuration, as JSON-able as it gets."""
     config = getattr(agent, "config", None)
@@ -171,9 +195,10 @@ class CurveWriter:
     """The learn callback: appends one row to ``curve.csv`` and ``metrics.jsonl`` per update,
     and stops training once the time budget is spent."""
 
-    def __init__(self, directory: Path, time_budget: float | None = None) -> None:
+    def __init__(self, directory: Path, time_budget: float | None = None, *, resume: bool = False) -> None:
         self.directory = directory
         self.time_budget = time_budget
+        self.resume = resume
         self.start = time.perf_counter()
         self.fields: list[str] | None = None
         self.rows = 0
@@ -187,14 +212,28 @@ class CurveWriter:
     def write(self, timesteps: int, metrics: dict[str, Any]) -> None:
         row = self.row(timesteps, metrics)
         if self.fields is None:
+            kept = self._rows_before(timesteps) if self.resume else ([], [])
             self.fields = list(row)
             with open(self.directory / "curve.csv", "w", newline="") as f:
-                csv.DictWriter(f, self.fields).writeheader()
+                writer = csv.DictWriter(f, self.fields, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(kept[0])
+            with open(self.directory / "metrics.jsonl", "w") as f:
+                f.writelines(kept[1])
         with open(self.directory / "curve.csv", "a", newline="") as f:
             csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
         with open(self.directory / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"timesteps": int(timesteps), **{k: _finite(v) for k, v in metrics.items()}}) + "\n")
         self.rows += 1
+
+    def _rows_before(self, timesteps: int) -> tuple[list[dict[str, str]], list[str]]:
+        """The rows an interrupted run wrote before the step this resumed run continues from
+        (its first new row is at ``timesteps``; rows past its checkpoint are dropped)."""
+        curve, lines = self.directory / "curve.csv", self.directory / "metrics.jsonl"
+        rows = list(csv.DictReader(curve.open())) if curve.is_file() else []
+        old = lines.read_text().splitlines(keepends=True) if lines.is_file() else []
+        keep = [r for r in rows if int(float(r["timesteps"])) < timesteps]
+        return keep, [ln for ln in old if json.loads(ln).get("timesteps", 0) < timesteps]
 
     def __call__(self, agent: Any, metrics: dict[str, Any]) -> bool:
         self.write(int(getattr(agent, "num_timesteps", 0)), metrics)
@@ -221,7 +260,7 @@ def run_cell(
     if (directory / DONE).is_file():
         return CellResult(cell, "cached", eval=json.loads((directory / "eval.json").read_text()))
     if main:
-        clear_cell(directory)  # an interrupted or failed earlier attempt: start over
+        clear_cell(directory, keep_curves=cell.resume)  # an interrupted or failed attempt: start over
         (directory / distributed.DIST_FILE).unlink(missing_ok=True)
         directory.mkdir(parents=True, exist_ok=True)
         log_event(out_dir, f"start {cell.key} pid={os.getpid()}")
@@ -259,11 +298,12 @@ def _train_and_evaluate(cell: Cell, directory: Path, main: bool, progress_bar: b
             config["world_size"] = ctx.world_size
         write_atomic(directory / "config.json", json.dumps(config, indent=2, default=str))
     # Rank 0's writer decides the time budget; learn() stops every rank when it says so.
-    writer = CurveWriter(directory, cell.time_budget) if main else None
+    writer = CurveWriter(directory, cell.time_budget, resume=cell.resume) if main else None
     train_start = time.perf_counter()
     trained = learns(agent, cell.agent)
     if trained:
-        agent.learn(total_timesteps=cell.budget, callback=writer, progress_bar=progress_bar and main)
+        agent.learn(total_timesteps=cell.budget, callback=writer, progress_bar=progress_bar and main,
+                    **resume_kwargs(agent, cell))
     train_seconds = time.perf_counter() - train_start
     if ctx is not None:
         _check_ranks_agree(agent, ctx, directory, main)
@@ -334,6 +374,7 @@ def run_bench(
     from lm_gym.bench.backends import get_backend
 
     config = dataclasses.replace(config or BenchConfig(), **overrides) if overrides else (config or BenchConfig())
+    check_grid(config)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "bench.json", json.dumps(config.to_dict(), indent=2, default=str))

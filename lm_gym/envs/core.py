@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
 from lm_gym import error
-from lm_gym.tasks.base import CustomReward, RewardFn, Task, task_kwargs_check, validate_scores
+from lm_gym.tasks.base import (
+    ENV_ARGS,
+    CustomReward,
+    RewardFn,
+    Task,
+    task_kwargs_check,
+    validate_scores,
+)
 
 
-def resolve_task(task: str | type[Task] | Task, kwargs: Mapping[str, Any]) -> Task:
-    """Build the task from a ``"module:Class"`` path, a Task subclass, or an instance."""
+def resolve_task(
+    task: str | type[Task] | Task, kwargs: Mapping[str, Any], env_args: Sequence[str] = ENV_ARGS
+) -> Task:
+    """Build the task from a ``"module:Class"`` path, a Task subclass, or an instance;
+    ``env_args`` are the env's own keyword arguments, listed with the task's when a keyword
+    is unknown."""
     if isinstance(task, Task):
         if kwargs:
             raise error.InvalidArgument(
@@ -35,7 +46,7 @@ def resolve_task(task: str | type[Task] | Task, kwargs: Mapping[str, Any]) -> Ta
         raise error.InvalidArgument(
             f"task must be a lm_gym.tasks.Task subclass, an instance, or 'module:Class', got {task!r}"
         )
-    task_kwargs_check(task, kwargs)
+    task_kwargs_check(task, kwargs, env_args)
     return task(**kwargs)
 
 

@@ -13,9 +13,12 @@ from gymnasium.vector.utils import batch_space
 
 from lm_gym import error
 from lm_gym.envs.core import EpisodeScorer, action_mask_of, observation_space, resolve_task
-from lm_gym.tasks.base import RewardFn, Task
+from lm_gym.tasks.base import ENV_ARGS, RewardFn, Task, check_int
 
 Obs = dict[str, np.ndarray]
+
+VECTOR_ENV_ARGS = (*ENV_ARGS, "num_envs", "autoreset_mode", "copy", "max_episode_steps")
+"""The vector env's own keyword arguments (the rest go to the task)."""
 
 
 class TextGenVectorEnv(VectorEnv):
@@ -42,7 +45,21 @@ class TextGenVectorEnv(VectorEnv):
         copy: return copies of the observation arrays (``True``, the default) or views of
             the env's ring that later steps overwrite (faster, for callers that consume
             each observation before the next step).
+        max_episode_steps: what ``gym.make_vec(id, max_episode_steps=k)`` (or a spec with a
+            time limit) passes: the same as a ``TimeLimit(k)`` around each sub-env, as
+            ``SyncVectorEnv`` of the same id has. A sub-env cut by it is ``truncated`` and
+            **not scored** (its reward is 0.0 plus any dense shaping, its info has no
+            ``text``/``reward_components``), exactly like the Sync env, whose TimeLimit
+            ends the episode from outside the text env. An episode that ends by itself on
+            that step (EOS, or the ``max_new_tokens`` budget) is scored as usual. To score
+            completions cut at ``k`` tokens, pass ``max_new_tokens=k`` instead.
         reward, reward_weights, render_mode, **task_kwargs: as for :class:`TextGenEnv`.
+
+    Errors follow Gymnasium's vector envs: ``step`` with a scalar or a non-integer batch
+    raises :class:`~lm_gym.error.InvalidActionType` (a ``TypeError``); a ``reset_mask`` that
+    is not a bool ndarray raises :class:`~lm_gym.error.InvalidArgumentType` (a ``TypeError``),
+    one of the wrong shape or without a True value :class:`~lm_gym.error.InvalidArgument`.
+    ``reset(seed=int)`` seeds ``np_random`` / ``np_random_seed`` through the base class.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -54,6 +71,7 @@ class TextGenVectorEnv(VectorEnv):
         *,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         copy: bool = True,
+        max_episode_steps: int | None = None,
         reward: RewardFn | None = None,
         reward_weights: Mapping[str, float] | None = None,
         render_mode: str | None = None,
@@ -72,11 +90,14 @@ class TextGenVectorEnv(VectorEnv):
             raise error.UnsupportedRenderMode(
                 f"render_mode={render_mode!r} is not supported; valid: {self.metadata['render_modes']} or None"
             )
+        if max_episode_steps is not None:
+            check_int("max_episode_steps", max_episode_steps, low=1)
+        self.max_episode_steps = max_episode_steps
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = render_mode
         self.num_envs = int(num_envs)
         self.copy = copy
-        self.task = resolve_task(task, task_kwargs)
+        self.task = resolve_task(task, task_kwargs, VECTOR_ENV_ARGS)
         self.scorer = EpisodeScorer(self.task, reward, reward_weights)
 
         tok = self.task.tokenizer
@@ -118,6 +139,7 @@ class TextGenVectorEnv(VectorEnv):
         if seed is None:
             seeds: list[int | None] = [None] * n
         elif isinstance(seed, (int, np.integer)):
+            super().reset(seed=int(seed))  # np_random and np_random_seed, as Gymnasium's
             seeds = [int(seed) + i for i in range(n)]
         else:
             seeds = list(seed)
@@ -126,15 +148,7 @@ class TextGenVectorEnv(VectorEnv):
                     f"seed as a list must have num_envs={n} entries, got {len(seeds)}"
                 )
         reset_mask = None if options is None else options.get("reset_mask")
-        if reset_mask is None:
-            reset_mask = np.ones(n, dtype=bool)
-        else:
-            reset_mask = np.asarray(reset_mask)
-            if reset_mask.dtype != np.bool_ or reset_mask.shape != (n,) or not reset_mask.any():
-                raise error.InvalidArgument(
-                    f"options['reset_mask'] must be a bool array of shape ({n},) with at least one "
-                    f"True, got {reset_mask!r}"
-                )
+        reset_mask = np.ones(n, dtype=bool) if reset_mask is None else self._check_reset_mask(reset_mask)
         for i in np.flatnonzero(reset_mask):
             if seeds[i] is not None or self._rngs[i] is None:
                 self._rngs[i], _ = seeding.np_random(seeds[i])
@@ -178,12 +192,18 @@ class TextGenVectorEnv(VectorEnv):
             truncated[was_ended] = False
         if self.task.dense:
             rewards += self._dense_rewards(~was_ended if any_reset else None)
+        scored = terminated | truncated  # ended by the text env itself
+        if self.max_episode_steps is not None:  # a TimeLimit on each sub-env: cut, not scored
+            cut = self._lengths >= self.max_episode_steps
+            if any_reset:
+                cut[was_ended] = False
+            truncated |= cut
         ended = terminated | truncated
         any_ended = bool(ended.any())
         infos: dict[str, Any] = dict(self._mask_info)
 
         if any_ended:
-            self._finish(np.flatnonzero(ended), rewards, infos)
+            self._finish(np.flatnonzero(ended), scored, rewards, infos)
         if any_reset:
             self._reset_slots(np.flatnonzero(was_ended), infos, with_mask=False)
         if any_ended and self.autoreset_mode == AutoresetMode.SAME_STEP:
@@ -216,10 +236,21 @@ class TextGenVectorEnv(VectorEnv):
 
     # -- internals ------------------------------------------------------------------
 
+    def _check_reset_mask(self, mask: Any) -> np.ndarray:
+        """A valid ``options["reset_mask"]``, checked as ``SyncVectorEnv`` does."""
+        n = self.num_envs
+        valid = f"a bool numpy array of shape ({n},) with at least one True"
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+            what = f"dtype {mask.dtype}" if isinstance(mask, np.ndarray) else type(mask).__name__
+            raise error.InvalidArgumentType(f"options['reset_mask'] must be {valid}, got {what}: {mask!r}")
+        if mask.shape != (n,) or not mask.any():
+            raise error.InvalidArgument(f"options['reset_mask'] must be {valid}, got {mask!r}")
+        return mask
+
     def _check_actions(self, actions: Any) -> np.ndarray:
         a = np.asarray(actions)
         if a.shape != (self.num_envs,) or a.dtype.kind not in "iu":
-            raise error.InvalidAction(
+            raise error.InvalidActionType(
                 f"actions must be an integer array of shape ({self.num_envs},) with token ids in "
                 f"[0, {self.vocab_size - 1}], got {type(actions).__name__} of shape {a.shape} "
                 f"and dtype {a.dtype}"
@@ -263,14 +294,12 @@ class TextGenVectorEnv(VectorEnv):
         if with_mask and self._action_mask is not None:
             self._put(infos, "action_mask", slots, self._action_mask)
 
-    def _finish(self, slots: np.ndarray, rewards: np.ndarray, infos: dict[str, Any]) -> None:
-        """Decode and score every episode that ended on this step, in one batched call, and
-        lay out their infos as Gymnasium's vector envs do (an array and a ``_key`` mask per key)."""
-        decode = self.task.tokenizer.decode
-        texts = [decode(ids) for ids in self._completions(slots)]
-        prompts = [self._prompts[i] for i in slots]
-        scores, comps = self.scorer(prompts, texts, [self._metas[i] for i in slots])
-        rewards[slots] += scores
+    def _finish(
+        self, slots: np.ndarray, scored: np.ndarray, rewards: np.ndarray, infos: dict[str, Any]
+    ) -> None:
+        """Lay out the infos of the episodes that ended on this step as Gymnasium's vector
+        envs do (an array and a ``_key`` mask per key) and score those the text env ended
+        itself (``scored``; not those a time limit cut) in one batched call."""
         if self.autoreset_mode == AutoresetMode.SAME_STEP:
             w = self._window()
             final_obs = infos.setdefault("final_obs", np.full(self.num_envs, None, dtype=object))
@@ -283,6 +312,15 @@ class TextGenVectorEnv(VectorEnv):
                 self._put(target, "action_mask", slots, self._action_mask)
         else:
             target = infos
+        if self.max_episode_steps is not None:
+            slots = slots[scored[slots]]
+            if not len(slots):
+                return
+        decode = self.task.tokenizer.decode
+        texts = [decode(ids) for ids in self._completions(slots)]
+        prompts = [self._prompts[i] for i in slots]
+        scores, comps = self.scorer(prompts, texts, [self._metas[i] for i in slots])
+        rewards[slots] += scores
         self._put(target, "text", slots, texts)
         self._put(target, "prompt", slots, prompts)
         components = target.setdefault("reward_components", {})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ __all__ = [
     "BUILTIN",
     "PAD_TOKEN",
     "builtin_path",
+    "check_device",
     "load_frozen",
     "load_lm",
     "load_model_and_tokenizer",
@@ -59,14 +61,52 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _check_name(name_or_path: Any) -> str:
+    """A model name or path as a string, or :class:`InvalidArgument` (an empty string would
+    otherwise name the current directory)."""
+    name = os.fspath(name_or_path) if isinstance(name_or_path, (str, os.PathLike)) else None
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidArgument(
+            f"model must be a non-empty string or path, got {name_or_path!r}. "
+            f"Use {BUILTIN!r}, a local directory written by save_pretrained, or a Hugging Face model name."
+        )
+    return name
+
+
+DEVICES = "'cpu', 'cuda' or 'cuda:N' (with CUDA), 'mps' (Apple silicon), or a torch.device"
+
+
+def check_device(device: Any) -> Any:
+    """``device`` unchanged if torch can place a model there on this machine (None: the
+    default, CPU); else :class:`InvalidArgument` naming it and what is valid here."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgument(f"Unknown device {device!r}; use {DEVICES}.") from None
+    if dev.type == "cpu":
+        return device
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+    if backend is None or not backend.is_available():
+        raise InvalidArgument(
+            f"device={device!r} is not available on this machine (torch.{dev.type} is not "
+            f"available); use 'cpu' or another of {DEVICES}."
+        )
+    count = getattr(backend, "device_count", lambda: 1)()
+    if dev.index is not None and dev.index >= count:
+        raise InvalidArgument(
+            f"device={device!r}: this machine has {count} {dev.type} device(s), "
+            f"{dev.type}:0 .. {dev.type}:{count - 1}."
+        )
+    return device
+
+
 def _resolve(name_or_path: str | os.PathLike[str]) -> tuple[str, bool]:
     """``(source, is_local)`` for a name, a path, or ``"builtin"``."""
-    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
-        raise InvalidArgument(
-            f"Model name must be a non-empty string or path, got {name_or_path!r}. "
-            f"Use {BUILTIN!r}, a local directory, or a Hugging Face model name."
-        )
-    name = os.fspath(name_or_path)
+    name = _check_name(name_or_path)
     if name == BUILTIN:
         path = builtin_path()
         if not (path / "config.json").is_file():
@@ -88,7 +128,9 @@ def _resolve(name_or_path: str | os.PathLike[str]) -> tuple[str, bool]:
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [OSError, ValueError, KeyError]
-    for mod, attr in (("httpx", "HTTPError"), ("requests", "RequestException")):
+    for mod, attr in (
+        ("httpx", "HTTPError"), ("requests", "RequestException"), ("safetensors", "SafetensorError"),
+    ):
         try:
             errors.append(getattr(__import__(mod), attr))
         except (ImportError, AttributeError):  # pragma: no cover - optional transports
@@ -121,18 +163,48 @@ def _load(kind: str, loader: Any, name_or_path: Any, **kwargs: Any) -> Any:
         with _quiet_progress(local):
             return loader.from_pretrained(source, **kwargs)
     except _hub_errors() as e:
-        where = (
-            f"from the local directory {source!r}"
-            if local
-            else "offline (HF_HUB_OFFLINE is set and it is not in the local cache)"
-            if _offline()
-            else "(not found on the Hugging Face Hub, or the Hub is unreachable and it is not cached)"
+        raise _load_error(kind, os.fspath(name_or_path), source, local, e) from e
+
+
+def _load_error(kind: str, name: str, source: str, local: bool, e: BaseException) -> ModelLoadError:
+    """The :class:`ModelLoadError` for a failed load: for a local folder, the damaged file
+    in it when one is; else where the name was looked for."""
+    fix = f"Use a local directory written by save_pretrained, or {BUILTIN!r} for the built-in model (no download)."
+    damaged = _damaged_file(Path(source)) if local else None
+    if damaged is not None:
+        return ModelLoadError(
+            f"Could not load {kind} {name!r}: {damaged}. Save the model again with "
+            f"save_pretrained (or restore the file). {fix}"
         )
-        raise ModelLoadError(
-            f"Could not load {kind} {os.fspath(name_or_path)!r} {where}: {type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''} Use a local directory written by "
-            f"save_pretrained, or {BUILTIN!r} for the built-in model (no download)."
-        ) from e
+    where = (
+        f"from the local directory {source!r}"
+        if local
+        else "offline (HF_HUB_OFFLINE is set and it is not in the local cache)"
+        if _offline()
+        else "(not found on the Hugging Face Hub, or the Hub is unreachable and it is not cached)"
+    )
+    reason = str(e).splitlines()[0] if str(e) else ""
+    return ModelLoadError(f"Could not load {kind} {name!r} {where}: {type(e).__name__}: {reason} {fix}")
+
+
+def _damaged_file(directory: Path) -> str | None:
+    """Which file of a saved model folder cannot be parsed, and why; None if all can."""
+    for file in sorted(directory.glob("*.json")):
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            return f"the file {str(file)!r} is damaged or truncated (not valid JSON: {e})"
+    for file in sorted(directory.glob("*.safetensors")):
+        try:
+            from safetensors import SafetensorError, safe_open
+
+            with safe_open(str(file), framework="pt"):
+                pass
+        except ImportError:  # pragma: no cover - transformers requires safetensors
+            return None
+        except (OSError, SafetensorError) as e:
+            return f"the file {str(file)!r} is damaged or truncated ({type(e).__name__}: {e})"
+    return None
 
 
 def _ensure_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -212,6 +284,7 @@ def load_lm(
     """
     from transformers import AutoModelForCausalLM
 
+    check_device(device)
     torch_dtype = _torch_dtype(dtype)
     if torch_dtype is not None:
         kwargs["dtype"] = torch_dtype
@@ -240,6 +313,7 @@ def load_model_and_tokenizer(
     Raises:
         ModelLoadError: if either cannot be loaded (offline, not found, malformed).
     """
+    check_device(device)
     tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code,
                                **(tokenizer_kwargs or {}))
     model = load_lm(name_or_path, trust_remote_code=trust_remote_code, dtype=dtype,
@@ -279,7 +353,8 @@ def load_frozen(
     Raises:
         ModelLoadError: if it cannot be loaded (offline, not found, malformed).
     """
-    raw = os.fspath(name_or_path)
+    raw = _check_name(name_or_path)
+    check_device(device)
     path = Path(raw).expanduser()
     key = str(path.resolve()) if raw != BUILTIN and path.is_dir() else raw  # one entry per dir
     return _frozen(key, str(dtype), str(device))

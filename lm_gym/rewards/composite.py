@@ -9,35 +9,12 @@ from typing import Any
 import numpy as np
 
 from lm_gym.error import Error, InvalidArgument, RewardError, unknown
+from lm_gym.tasks.base import validate_scores
 
 __all__ = ["Composite", "RewardFn", "validate_scores"]
 
 RewardFn = Callable[..., Any]
 """A batched reward: ``fn(prompts: list[str], completions: list[str], **meta) -> (B,) scores``."""
-
-
-def validate_scores(name: str, scores: Any, batch_size: int) -> np.ndarray:
-    """``scores`` as a finite float64 array of shape (B,), else :class:`RewardError`."""
-    try:
-        arr = np.asarray(scores, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise RewardError(
-            f"Reward {name!r} returned {scores!r:.200}, which is not an array of "
-            f"{batch_size} floats."
-        ) from e
-    if arr.shape != (batch_size,):
-        raise RewardError(
-            f"Reward {name!r} returned shape {arr.shape}; expected ({batch_size},), "
-            "one score per completion."
-        )
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise RewardError(
-            f"Reward {name!r} returned a non-finite value {arr[i]} at index {i}; "
-            "expected finite scores."
-        )
-    return arr
 
 
 def _check_weight(name: str, value: Any) -> float:
@@ -137,7 +114,7 @@ class Composite:
                 raise RewardError(
                     f"Reward component {name!r} raised {type(e).__name__}: {e}"
                 ) from e
-            parts[name] = validate_scores(name, out, batch)
+            parts[name] = validate_scores(out, batch, f"reward component {name!r}")
             total += self._weights[name] * parts[name]
         return total, parts
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -245,29 +246,65 @@ class CustomReward:
         return reward, {self.component: reward}
 
 
-def validate_scores(out: Any, n: int, who: str) -> np.ndarray:
-    """Check a reward batch: ``n`` finite numbers. Returns it as float64 of shape (n,)."""
-    if type(out) is np.ndarray and out.dtype == np.float64 and out.shape == (n,):
+def validate_scores(scores: Any, batch_size: int, who: str = "reward function") -> np.ndarray:
+    """The one rule for a reward batch: a sequence of ``batch_size`` finite real numbers (a
+    list or tuple of ints/floats, or a real-valued array of shape ``(batch_size,)``).
+    Strings, ``None``, a bare number, bools, nested lists and a wrong length are refused
+    with a :class:`~lm_gym.error.RewardError` naming ``who``, what came back and what is
+    valid. Returns the scores as float64 of shape ``(batch_size,)``."""
+    n = batch_size
+    if type(scores) is np.ndarray and scores.dtype == np.float64 and scores.shape == (n,):
         # the fast path (a numpy reduction costs more than a Python loop on a few values)
-        if all(map(math.isfinite, out.tolist())) if n <= 64 else np.isfinite(out).all():
-            return out
-    try:
-        arr = np.asarray(out, dtype=np.float64)
-    except (TypeError, ValueError) as e:
+        if all(map(math.isfinite, scores.tolist())) if n <= 64 else np.isfinite(scores).all():
+            return scores
+        arr = scores
+    else:
+        arr, what = _real_array(scores)
+        if arr is None or arr.shape != (n,):
+            what = what or _shape_of(scores, arr)
+            raise error.RewardError(
+                f"{who} returned {what}; a reward must be a sequence of {n} real numbers, one "
+                f"per completion (a list of floats or a float array of shape ({n},))"
+            )
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
         raise error.RewardError(
-            f"{who} must return a list of {n} floats, got {type(out).__name__}: {out!r:.200}"
-        ) from e
-    if arr.ndim == 0 and n == 1:
-        arr = arr.reshape(1)
-    if arr.shape != (n,):
-        raise error.RewardError(
-            f"{who} returned {arr.size} value(s) of shape {arr.shape}; expected one float per "
-            f"completion, shape ({n},)"
+            f"{who} returned a non-finite value {float(arr[i])!r} at index {i}; rewards must be finite"
         )
-    if not np.all(np.isfinite(arr)):
-        bad = float(arr[~np.isfinite(arr)][0])
-        raise error.RewardError(f"{who} returned a non-finite value {bad!r}; rewards must be finite")
     return arr
+
+
+def _real_array(scores: Any) -> tuple[np.ndarray | None, str]:
+    """``(float64 array, "")`` when ``scores`` is a sequence of real numbers (any shape), else
+    ``(None, a description of what is wrong)``."""
+    kind = type(scores).__name__
+    a = _article(kind)
+    if hasattr(scores, "__array__") and not isinstance(scores, (np.generic, str, bytes)):
+        arr = np.asarray(scores)
+        if arr.ndim == 0:
+            return None, f"a bare {kind} {scores!r:.80}, not a sequence"
+        if arr.dtype.kind not in "fiu":
+            return None, f"{a} {kind} of dtype {arr.dtype}"
+        return arr.astype(np.float64, copy=False), ""
+    if scores is None or isinstance(scores, (str, bytes, Mapping)) or not isinstance(scores, Sequence):
+        if isinstance(scores, numbers.Number) or isinstance(scores, np.generic):
+            return None, f"a bare {kind} {scores!r:.80}, not a sequence"
+        return None, f"{kind} {scores!r:.80}"
+    for i, x in enumerate(scores):
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+            return None, f"{a} {kind} whose item {i} is {type(x).__name__} {x!r:.80}"
+    return np.array(scores, dtype=np.float64), ""
+
+
+def _article(kind: str) -> str:
+    return "an" if kind[0] in "aeiou" or kind == "ndarray" else "a"
+
+
+def _shape_of(scores: Any, arr: np.ndarray) -> str:
+    kind = type(scores).__name__
+    a = _article(kind)
+    return f"{a} {kind} of {arr.size} value(s)" if arr.ndim == 1 else f"{a} {kind} of shape {arr.shape}"
 
 
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
@@ -281,9 +318,16 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
     return int(value)
 
 
-def task_kwargs_check(task_cls: type[Task], kwargs: Mapping[str, Any]) -> None:
-    """Reject keyword arguments the task's constructor does not take, with a did-you-mean."""
-    valid = ["reward", "reward_weights", "render_mode"]
+ENV_ARGS = ("reward", "reward_weights", "render_mode")
+"""The keyword arguments every lm_gym env takes besides its task's."""
+
+
+def task_kwargs_check(
+    task_cls: type[Task], kwargs: Mapping[str, Any], env_args: Sequence[str] = ENV_ARGS
+) -> None:
+    """Reject keyword arguments the task's constructor does not take, with a did-you-mean;
+    the "Valid:" list holds the task's arguments and the env's own ``env_args``."""
+    valid = list(env_args)
     for cls in task_cls.__mro__:  # follow **kwargs up to the first __init__ without them
         if "__init__" not in vars(cls):
             continue
