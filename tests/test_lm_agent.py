@@ -380,7 +380,7 @@ def test_a_fresh_run_refuses_a_run_dir_of_another_run_and_cleans_half_written_ch
     small_agent(run_dir=str(tmp_path)).learn(100, resume=True)  # the obvious path works
 
 
-@pytest.mark.parametrize("file", ["agent.json", "state.json", "trainer.pt", "policy/model.safetensors"])
+@pytest.mark.parametrize("file", ["agent.json", "state.json", "trainer.pt", "policy/model.safetensors", "policy/lm_policy.json"])
 def test_a_damaged_checkpoint_file_is_named(file, tmp_path):
     small_agent(run_dir=str(tmp_path), checkpoint_every=1).learn(30)
     *_, older, newest = checkpoint.checkpoints_of(tmp_path)
