@@ -172,6 +172,27 @@ def perplexity(model: Any, tokenizer: Any, stories: list[Story], batch_size: int
     return math.exp(nll / max(count, 1))
 
 
+def optimizer_and_schedule(model: Any, cfg: Any) -> tuple[Any, Any]:
+    """AdamW (weight decay on matrices only) and a linear-warmup, cosine-decay schedule
+    from ``cfg``'s ``lr``, ``weight_decay``, ``warmup_steps``, ``steps``, ``min_lr_ratio``."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
+    )
+
+    def lr_lambda(step: int) -> float:  # linear warmup, cosine decay to min_lr_ratio
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+
 def pretrain(
     out_dir: str | Path,
     *,
@@ -231,20 +252,7 @@ def pretrain(
     model = GPT2LMHeadModel(model_config)
     n_params = sum(p.numel() for p in model.parameters())
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
-    )
-
-    def lr_lambda(step: int) -> float:  # linear warmup, cosine decay to min_lr_ratio
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    optimizer, scheduler = optimizer_and_schedule(model, cfg)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(inputs))
     cursor, loss_ema = 0, None

@@ -145,6 +145,8 @@ class TextTask(Task):
         prompts: the user's prompts (see the module docstring); default: the built-in ones.
         split: ``"train"`` (default) or ``"test"``, the disjoint held-out prompts.
         reference_model: the frozen LM that judges fluency; default: the same as ``model``.
+        relevance: replaces the task's relevance component with any batched
+            ``fn(prompts, completions, **meta)``, e.g. ``lm_gym.rewards.RewardModel(label_key="topic")``.
         max_new_tokens: the completion budget in tokens.
         max_prompt_tokens: prompts are left-truncated to this many tokens.
         fluency_scale: fluency = ``exp(mean_logprob / fluency_scale)``.
@@ -160,6 +162,7 @@ class TextTask(Task):
         prompts: str | os.PathLike[str] | Sequence[str] | Mapping[str, Any] | None = None,
         split: str = "train",
         reference_model: str | os.PathLike[str] | None = None,
+        relevance: Any = None,
         max_new_tokens: int = 24,
         max_prompt_tokens: int = 32,
         fluency_scale: float = 2.0,
@@ -172,6 +175,11 @@ class TextTask(Task):
         if not (isinstance(fluency_scale, (int, float)) and fluency_scale > 0):
             raise error.InvalidArgument(f"fluency_scale must be a positive number, got {fluency_scale!r}")
         self.split = check_split(split)
+        if relevance is not None and not callable(relevance):
+            raise error.InvalidArgument(
+                f"relevance must be a callable fn(prompts, completions, **meta) -> list[float], got {relevance!r}"
+            )
+        self.relevance_fn = relevance
         self.model_name = os.fspath(model) if isinstance(model, os.PathLike) else model
         self.reference_model = self.model_name if reference_model is None else os.fspath(reference_model)
         self.device = device
@@ -234,9 +242,13 @@ class TextTask(Task):
     def components(
         self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
     ) -> dict[str, np.ndarray]:
+        relevance = (
+            self.relevance(prompts, completions, meta) if self.relevance_fn is None
+            else np.asarray(self.relevance_fn(prompts, completions, **meta), dtype=np.float64)
+        )
         return {
             "fluency": self.fluency(prompts, completions),
-            "relevance": self.relevance(prompts, completions, meta),
+            "relevance": relevance,
             "diversity": self.diversity(prompts, completions),
         }
 
