@@ -47,7 +47,7 @@ def test_tiny_model_loads_by_path_end_to_end(env_id, tiny_model_dir):
     assert env.observation_space["input_ids"].shape == (32,)
     r, info = play(env)
     assert set(info["reward_components"]) == {"fluency", "relevance", "diversity"}
-    weights = env.unwrapped.task.weights
+    weights = env.unwrapped.scorer.weights
     assert r == pytest.approx(sum(weights[k] * v for k, v in info["reward_components"].items()))
     # an untrained model finds any text unlikely: fluency near 0
     assert 0.0 <= info["reward_components"]["fluency"] < 0.05
