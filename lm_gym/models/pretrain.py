@@ -149,26 +149,19 @@ def perplexity(model: Any, tokenizer: Any, stories: list[Story], batch_size: int
     its own (every token after the first, and the closing EOS)."""
     import torch
 
-    seqs = _encode(tokenizer, stories)
+    from lm_gym.rewards.fluency import completion_logprob_sums
+
     n_pos = model.config.n_positions
+    seqs = [(s[:1], s[1:n_pos]) for s in _encode(tokenizer, stories)]
     nll, count = 0.0, 0
     model.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         for b in range(0, len(seqs), batch_size):
-            chunk = [s[:n_pos] for s in seqs[b : b + batch_size]]
-            width = max(len(s) for s in chunk)
-            ids = torch.full((len(chunk), width), tokenizer.pad_token_id)  # (B, T)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, T)
-            for r, s in enumerate(chunk):  # right padding: positions start at 0
-                ids[r, : len(s)] = torch.tensor(s)
-                mask[r, : len(s)] = 1
-            logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
-            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
-            target = ids[:, 1:]  # (B, T-1)
-            tok_lp = logprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-            m = mask[:, 1:].bool()
-            nll -= tok_lp[m].sum().item()
-            count += int(m.sum())
+            sums, counts = completion_logprob_sums(
+                model, seqs[b : b + batch_size], tokenizer.pad_token_id, torch.device("cpu")
+            )
+            nll -= float(sums.sum())
+            count += int(counts.sum())
     return math.exp(nll / max(count, 1))
 
 
