@@ -24,22 +24,6 @@ META_OF_PROMPT = {
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A tiny GPT-2 (fresh weights) with the built-in tokenizer."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from lm_gym.models import load_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny-gpt2")
-    tok = load_tokenizer("builtin")
-    config = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2,
-                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def play(env, seed, n_tokens=6):
     """An episode of seeded random valid tokens then EOS: (prompt, completion, reward)."""
     obs, info = env.reset(seed=seed)

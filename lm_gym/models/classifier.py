@@ -17,18 +17,17 @@ opening (what a completion looks like), or the whole story.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lm_gym.error import InvalidArgument
 from lm_gym.models.corpus import SENTIMENTS, TOPICS, Story, _sentences, corpus
+from lm_gym.models.pretrain import TrainConfig, configure, fit, save_run
 
 logger = logging.getLogger(__name__)
 
@@ -37,43 +36,19 @@ LABELS: tuple[str, ...] = (*SENTIMENTS, *TOPICS)
 
 
 @dataclass
-class ClassifierConfig:
-    """Sizes and optimiser settings for :func:`pretrain_classifier`."""
+class ClassifierConfig(TrainConfig):
+    """Sizes and optimiser settings for :func:`pretrain_classifier` (the fields of
+    :class:`~lm_gym.models.pretrain.TrainConfig`, smaller defaults: a ~0.24 M-parameter model)."""
 
-    n_train_stories: int = 20_000
-    """Stories of the corpus's train split to draw spans from."""
     n_eval_stories: int = 400
-    """Stories of the valid split for the held-out accuracies."""
     n_layer: int = 2
-    """Transformer blocks."""
     n_embd: int = 64
-    """Hidden width."""
     n_head: int = 2
-    """Attention heads."""
     n_positions: int = 64
-    """Context length; spans are cut to it."""
     batch_size: int = 32
-    """Spans per optimiser step."""
     steps: int = 2_000
-    """Optimiser steps."""
     lr: float = 3e-3
-    """Peak AdamW learning rate."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
     warmup_steps: int = 30
-    """Linear warmup steps before the cosine decay."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate as a fraction of ``lr``."""
-
-    def __post_init__(self) -> None:
-        for name in ("n_train_stories", "n_eval_stories", "n_layer", "n_embd", "n_head",
-                     "n_positions", "batch_size", "steps"):
-            if getattr(self, name) <= 0:
-                raise InvalidArgument(f"{name} must be positive, got {getattr(self, name)!r}.")
-        if self.n_embd % self.n_head:
-            raise InvalidArgument(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})."
-            )
 
     @classmethod
     def quick(cls) -> ClassifierConfig:
@@ -159,58 +134,30 @@ def pretrain_classifier(
         ``seconds``, ``seed``, ``labels`` and the ``config``.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from lm_gym.models import load_tokenizer
-    from lm_gym.models.pretrain import optimizer_and_schedule
 
-    cfg = config or (ClassifierConfig.quick() if quick else ClassifierConfig())
-    if steps is not None:
-        if steps <= 0:
-            raise InvalidArgument(f"steps must be positive, got {steps!r}.")
-        cfg = dataclasses.replace(cfg, steps=int(steps), warmup_steps=min(cfg.warmup_steps, int(steps)))
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
+    cfg = configure(ClassifierConfig, config, quick=quick, steps=steps, num_threads=num_threads)
     t0 = time.perf_counter()
     tokenizer = load_tokenizer("builtin")
     tokenizer.padding_side = "right"  # GPT-2 positions start at 0 on the left
     tokenizer.model_max_length = cfg.n_positions
     model = build_classifier(tokenizer, cfg, seed)
-    optimizer, scheduler = optimizer_and_schedule(model, cfg)
     stories = corpus("train", cfg.n_train_stories)
     targets = torch.from_numpy(label_targets(stories))  # (N, n_labels)
     rng = np.random.default_rng(seed)
-    loss_ema = None
-    model.train()
-    bar = tqdm(range(cfg.steps), desc="pretrain-classifier", disable=not progress)
-    for _ in bar:
-        idx = rng.integers(len(stories), size=cfg.batch_size)
-        enc = tokenizer([story_span(stories[i], rng) for i in idx], return_tensors="pt",
-                        padding=True, truncation=True, max_length=cfg.n_positions)
-        loss = model(**enc, labels=targets[idx]).loss  # BCE over the labels
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{loss_ema:.3f}", refresh=False)
-    bar.close()
-    metrics = {
-        **accuracies(model, tokenizer, corpus("valid", cfg.n_eval_stories)),
-        "final_train_loss": loss_ema,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "steps": cfg.steps,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "seed": seed,
-        "labels": list(LABELS),
-        "config": dataclasses.asdict(cfg),
-    }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    def batches() -> Iterator[dict[str, Any]]:
+        while True:
+            idx = rng.integers(len(stories), size=cfg.batch_size)
+            enc = tokenizer([story_span(stories[i], rng) for i in idx], return_tensors="pt",
+                            padding=True, truncation=True, max_length=cfg.n_positions)
+            yield {**enc, "labels": targets[idx]}  # BCE over the labels
+
+    loss_ema = fit(model, cfg, batches(), desc="pretrain-classifier", progress=progress)
+    metrics = save_run(out_dir, model, tokenizer, cfg, seed=seed, t0=t0,
+                       **accuracies(model, tokenizer, corpus("valid", cfg.n_eval_stories)),
+                       final_train_loss=loss_ema, labels=list(LABELS))
     logger.info("classifier done: sentiment acc %.3f, topic acc %.3f",
                 metrics["sentiment_accuracy"], metrics["topic_accuracy"])
     return metrics
