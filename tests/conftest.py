@@ -16,3 +16,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny GPT-2 (fresh weights) with the built-in tokenizer, saved like any HF model."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lm_gym.models import load_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    tok = load_tokenizer("builtin")
+    config = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -327,3 +327,18 @@ def test_a_resumed_cell_keeps_its_curve_up_to_the_checkpoint(tmp_path):
     assert [json.loads(ln)["timesteps"] for ln in lines] == [100, 200, 300]
     clear_cell(tmp_path)
     assert not (tmp_path / "curve.csv").exists()
+
+
+def test_benchmark_evaluation_uses_the_held_out_prompts(tmp_path):
+    import lm_gym
+    from lm_gym.bench.config import Cell
+    from lm_gym.bench.runner import run_cell
+
+    env_id = "lm_gym/SentimentContinuation-v0"
+    cell = Cell(env_id=env_id, agent="random", seed=0, budget=1, time_budget=None, eval_episodes=8,
+                eval_seed=0, agent_kwargs={}, env_kwargs={"max_new_tokens": 2}, save_agent=False)
+    assert run_cell(cell, tmp_path).status == "done"
+    seen = {json.loads(line)["prompt"] for line in (tmp_path / cell.key / "samples.jsonl").open()}
+    test = {row["prompt"] for row in lm_gym.prompt_dataset(env_id, split="test")}
+    train = {row["prompt"] for row in lm_gym.prompt_dataset(env_id, split="train")}
+    assert seen and seen <= test and not seen & train

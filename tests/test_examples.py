@@ -21,6 +21,7 @@ CASES = {
     "custom_agent.py": (["random"], ["CopyCat reward 1.000 (exact 1.00)", "**1.000 ± 0.000**"]),
     "sb3_baseline.py": (["sb3-maskable_ppo"], ["SB3 PPO on lm_gym/Parentheses-v0", "sb3-maskable_ppo: reward"]),
     "hf_model.py": (["model", "ppo"], ["zero-shot reward", "PPO reward"]),
+    "trl_grpo.py": ([], ["SentimentContinuation-v0: 1000 train and 1000 test prompts", "reward 0.", "TRL"]),
 }
 
 

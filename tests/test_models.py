@@ -297,3 +297,14 @@ def test_quick_pretrain_writes_a_loadable_model(tmp_path):
     assert len(tok) == model.config.vocab_size  # no resize needed
     again = pretrain(tmp_path / "again", quick=True, progress=False, seed=1)
     assert again["test_ppl"] == pytest.approx(metrics["test_ppl"], rel=1e-6)  # deterministic
+
+
+def test_perplexity_through_the_shared_logprob_routine_reproduces_the_shipped_metrics():
+    from lm_gym.models import builtin_path, load_frozen
+    from lm_gym.models.pretrain import perplexity
+
+    model, tok = load_frozen("builtin")
+    shipped = json.loads((builtin_path() / "metrics.json").read_text())
+    assert perplexity(model, tok, corpus("test", shipped["config"]["n_eval_stories"])) == pytest.approx(
+        shipped["test_ppl"], rel=1e-5
+    )

@@ -14,22 +14,6 @@ from lm_gym import error
 TEXT_IDS = ["lm_gym/SentimentContinuation-v0", "lm_gym/TopicSteering-v0", "lm_gym/KeywordStory-v0", "lm_gym/Continuation-v0"]
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A tiny GPT-2 (fresh weights) with the built-in tokenizer, saved like any HF model."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from lm_gym.models import load_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny-gpt2")
-    tok = load_tokenizer("builtin")
-    config = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2,
-                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def play(env, n_tokens=5, seed=0):
     obs, info = env.reset(seed=seed)
     rng = np.random.default_rng(seed)
@@ -47,7 +31,7 @@ def test_tiny_model_loads_by_path_end_to_end(env_id, tiny_model_dir):
     assert env.observation_space["input_ids"].shape == (32,)
     r, info = play(env)
     assert set(info["reward_components"]) == {"fluency", "relevance", "diversity"}
-    weights = env.unwrapped.task.weights
+    weights = env.unwrapped.scorer.weights
     assert r == pytest.approx(sum(weights[k] * v for k, v in info["reward_components"].items()))
     # an untrained model finds any text unlikely: fluency near 0
     assert 0.0 <= info["reward_components"]["fluency"] < 0.05

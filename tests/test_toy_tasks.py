@@ -98,11 +98,19 @@ def test_keyword_toy_components():
     np.testing.assert_allclose(r, 0.4 * c["fluency"] + 0.4 * c["relevance"] + 0.2 * c["diversity"])
 
 
-def test_keyword_toy_reweighting():
+def test_keyword_toy_reweighting_is_per_env_and_leaves_a_shared_task_alone():
+    from lm_gym.envs import TextGenEnv
+
     task = KeywordToyTask()
-    task.set_weights({"diversity": 1.0, "fluency": 0.0})
-    r, c = score(task, ["cat cat cat cat"], keywords=[["cat", "dog"]])
-    assert r[0] == pytest.approx(0.4 * 0.5 + 1.0 / 3)
+    reweighted = TextGenEnv(task, reward_weights={"diversity": 1.0, "fluency": 0.0})
+    plain = TextGenEnv(task)
+    args = (["p"], ["cat cat cat cat"], [{"keywords": ["cat", "dog"]}])
+    assert reweighted.scorer(*args)[0][0] == pytest.approx(0.4 * 0.5 + 1.0 / 3)
+    r, c = plain.scorer(*args)
+    assert r[0] == pytest.approx(0.4 * c["fluency"][0] + 0.4 * 0.5 + 0.2 / 3)
+    assert task.default_weights == {"fluency": 0.4, "relevance": 0.4, "diversity": 0.2}
+    assert plain.scorer.weights == task.default_weights and reweighted.scorer.weights["diversity"] == 1.0
+    np.testing.assert_array_equal(task.score(["p"], ["cat cat cat cat"], {"keywords": [["cat", "dog"]]})[0], r)
 
 
 def test_vocabularies_are_small():

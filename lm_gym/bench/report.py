@@ -3,8 +3,10 @@
 :func:`load_results` collects every finished cell under a results directory;
 :func:`summary_markdown` turns them into tables (mean ± std over seeds per env × agent);
 :func:`plot_results` draws the learning curves (one panel per env) and the final reward
-per agent (needs the ``[plot]`` extra, matplotlib). :func:`write_report` does all three and
-writes ``results.md`` and the PNGs.
+per agent (needs the ``[plot]`` extra, matplotlib); :func:`aggregate_report` adds the
+normalised IQM / mean with 95 % CIs and probabilities of improvement (``rliable``, the
+``[stats]`` extra, see :mod:`lm_gym.bench.stats`). :func:`write_report` does all of them
+and writes ``results.md`` and the PNGs (rliable's among them).
 """
 
 from __future__ import annotations
@@ -273,15 +275,42 @@ def plot_results(records: Sequence[CellRecord], out_dir: str | Path, config: Ben
     return written
 
 
-def write_report(out_dir: str | Path, config: BenchConfig | None = None, *, plots: bool = True) -> str:
-    """Write ``results.md`` (and the plots) for the finished cells under ``out_dir``; return the Markdown."""
+def aggregate_report(records: Sequence[CellRecord], config: BenchConfig | None = None) -> tuple[str, Any]:
+    """The normalised aggregates (:mod:`lm_gym.bench.stats`) as Markdown and the
+    :class:`~lm_gym.bench.stats.Aggregates`; when they cannot be computed (no rliable, no
+    ``random`` agent), a line saying why and ``None``."""
+    from lm_gym.bench.stats import aggregate, aggregates_markdown
+
+    envs, agent_names = _orders(records, config)
+    try:
+        agg = aggregate(records, envs, agent_names)
+    except (error.DependencyNotInstalled, error.InvalidArgument) as e:
+        logger.info("no aggregate statistics: %s", e)
+        return f"Aggregate statistics skipped: {e}\n", None
+    return aggregates_markdown(agg), agg
+
+
+def write_report(
+    out_dir: str | Path, config: BenchConfig | None = None, *, plots: bool = True, stats: bool = True
+) -> str:
+    """Write ``results.md`` (and the plots) for the finished cells under ``out_dir``; return
+    the Markdown. With ``stats``, the rliable aggregates over normalised scores follow the
+    tables (and their plots), see :mod:`lm_gym.bench.stats`."""
     out_dir = Path(out_dir)
     records = load_results(out_dir)
     if config is not None:
         keep = {(e, a) for e in config.envs for a in config.agents}
         records = [r for r in records if (r.env_id, r.agent) in keep and r.seed in config.seed_list]
     text = summary_markdown(records, config)
+    agg = None
+    if stats and records:
+        section, agg = aggregate_report(records, config)
+        text += "\n" + section
     (out_dir / "results.md").write_text(text)
     if plots and records:
         plot_results(records, out_dir, config)
+        if agg is not None:
+            from lm_gym.bench.stats import plot_aggregates
+
+            plot_aggregates(agg, out_dir)
     return text

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_gym import error
-from lm_gym.bench.config import BASELINES, BenchConfig, Cell
+from lm_gym.bench.config import BASELINES, BenchConfig, Cell, is_text_env
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,15 @@ def learns(agent: Any, name: str = "") -> bool:
     from agents.base import Agent
 
     return not (isinstance(agent, Agent) and type(agent).learn is Agent.learn)
+
+
+def eval_env_kwargs(cell: Cell) -> dict[str, Any]:
+    """The evaluation env's keyword arguments: the cell's, on the held-out prompts
+    (``split="test"``) of a text task unless the cell names a split; agents train on the
+    default ``"train"`` prompts, disjoint from them."""
+    if is_text_env(cell.env_id):
+        return {"split": "test", **cell.env_kwargs}
+    return dict(cell.env_kwargs)
 
 
 def resume_kwargs(agent: Any, cell: Cell) -> dict[str, Any]:
@@ -311,7 +320,7 @@ def _train_and_evaluate(cell: Cell, directory: Path, main: bool, progress_bar: b
         agent.save(directory / "agent")
     eval_start = time.perf_counter()
     result = agents.evaluate(agent, cell.env_id, n_episodes=cell.eval_episodes, seed=cell.eval_seed,
-                             return_episodes=True, **cell.env_kwargs)
+                             return_episodes=True, **eval_env_kwargs(cell))
     episodes = result.pop("episodes")
     timesteps = int(getattr(agent, "num_timesteps", 0) or 0)
     result.update(num_timesteps=timesteps, trained=trained, train_seconds=round(train_seconds, 3),

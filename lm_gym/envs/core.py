@@ -11,6 +11,7 @@ import numpy as np
 from gymnasium import spaces
 
 from lm_gym import error
+from lm_gym.rewards.composite import merge_weights, weighted_sum
 from lm_gym.tasks.base import (
     ENV_ARGS,
     CustomReward,
@@ -64,13 +65,7 @@ class EpisodeScorer:
         reward_weights: Mapping[str, float] | None = None,
     ) -> None:
         self.task = task
-        if reward_weights is not None:
-            if reward is not None:
-                raise error.InvalidArgument(
-                    "Pass either reward= (replaces the task's score) or reward_weights= "
-                    "(reweights the task's composite), not both."
-                )
-            task.set_weights(reward_weights)
+        self.weights = composite_weights(task, reward, reward_weights)
         self.custom = CustomReward(reward) if reward is not None else None
         self.component_names: tuple[str, ...] = (
             (CustomReward.component,) if self.custom else tuple(task.reward_components)
@@ -90,10 +85,22 @@ class EpisodeScorer:
         if self.custom is not None:
             reward, comps = self.custom(prompts, completions, meta)
         else:
-            reward, comps = self.task.score(prompts, completions, meta)
+            reward, comps = self._task_score(prompts, completions, meta)
             if not self._trusted and not self._well_formed(reward, comps, len(completions)):
                 reward, comps = self._checked(reward, comps, len(completions))
         return reward, comps
+
+    def _task_score(
+        self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
+    ) -> tuple[Any, Any]:
+        """The task's score; a composite is summed under this env's weights."""
+        if self.weights is None:
+            return self.task.score(prompts, completions, meta)
+        comps = self.task.components(prompts, completions, meta)
+        try:
+            return weighted_sum(self.weights, comps, len(completions)), comps
+        except (KeyError, TypeError, ValueError):  # malformed components: the check names them
+            return np.zeros(len(completions)), comps
 
     def _well_formed(self, reward: Any, comps: Any, n: int) -> bool:
         """The fast check: float64 arrays of shape (n,), finite, the declared components."""
@@ -123,6 +130,28 @@ class EpisodeScorer:
     def per_episode(self, comps: Mapping[str, np.ndarray], i: int) -> dict[str, float]:
         """Episode ``i``'s components as a dict of Python floats."""
         return {k: float(comps[k].item(i)) for k in self.component_names}
+
+
+def composite_weights(
+    task: Task, reward: RewardFn | None, reward_weights: Mapping[str, float] | None
+) -> dict[str, float] | None:
+    """An env's own weights of the task's composite (its defaults, some replaced by
+    ``reward_weights``), or ``None`` when the reward is not a weighted composite."""
+    if reward_weights is not None:
+        if reward is not None:
+            raise error.InvalidArgument(
+                "Pass either reward= (replaces the task's score) or reward_weights= "
+                "(reweights the task's composite), not both."
+            )
+        if task.default_weights is None:
+            raise error.InvalidArgument(
+                f"reward_weights={reward_weights!r} does not apply: the reward of task "
+                f"{task.name!r} is not a weighted composite (components: "
+                f"{list(task.reward_components)}). Pass reward=fn to replace it instead."
+            )
+    if reward is not None or task.default_weights is None:
+        return None
+    return merge_weights(task.default_weights, reward_weights, label="reward_weights")
 
 
 def observation_space(vocab_size: int, length: int) -> spaces.Dict:

@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN",
     "PAD_TOKEN",
+    "builtin_classifier_path",
     "builtin_path",
     "check_device",
+    "load_classifier",
     "load_frozen",
     "load_lm",
     "load_model_and_tokenizer",
@@ -55,6 +57,11 @@ PAD_TOKEN = "<|pad|>"
 def builtin_path() -> Path:
     """The directory of the shipped checkpoint (config, safetensors, tokenizer, metrics)."""
     return Path(__file__).resolve().parent / "builtin"
+
+
+def builtin_classifier_path() -> Path:
+    """The directory of the shipped classifier (see :mod:`lm_gym.models.classifier`)."""
+    return Path(__file__).resolve().parent / "builtin_classifier"
 
 
 def _offline() -> bool:
@@ -358,6 +365,42 @@ def load_frozen(
     path = Path(raw).expanduser()
     key = str(path.resolve()) if raw != BUILTIN and path.is_dir() else raw  # one entry per dir
     return _frozen(key, str(dtype), str(device))
+
+
+def load_classifier(
+    name_or_path: str | os.PathLike[str] = BUILTIN,
+    *,
+    trust_remote_code: bool = False,
+    device: torch.device | str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A sequence classifier (``AutoModelForSequenceClassification``) and its tokenizer,
+    frozen, in eval mode. ``"builtin"`` is the shipped classifier of the corpus's
+    sentiment and topic labels. A tokenizer without a pad token pads with EOS (the
+    Hugging Face convention for GPT-2 classifiers); its padding side is kept.
+
+    Raises:
+        ModelLoadError: if it cannot be loaded (offline, not found, malformed).
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source: Any = name_or_path
+    if os.fspath(name_or_path) == BUILTIN:
+        source = builtin_classifier_path()
+        if not (source / "config.json").is_file():
+            raise ModelLoadError(
+                f"The built-in classifier is missing from {source}; reinstall lm-gym or recreate "
+                "it with lm_gym.models.classifier.pretrain_classifier(path)."
+            )
+    tokenizer = _load("tokenizer", AutoTokenizer, source, trust_remote_code=trust_remote_code)
+    model = _load("classifier", AutoModelForSequenceClassification, source,
+                  trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if device is not None:
+        model = model.to(device)
+    model.requires_grad_(False)
+    return model.eval(), tokenizer
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,15 +34,14 @@ PAD_TOKEN = "<|pad|>"
 
 
 @dataclass
-class PretrainConfig:
-    """Sizes and optimiser settings for :func:`pretrain`."""
+class TrainConfig:
+    """Sizes and optimiser settings shared by :func:`pretrain` and
+    :func:`lm_gym.models.classifier.pretrain_classifier` (its defaults are the LM's)."""
 
     n_train_stories: int = 20_000
-    """Stories of the train split used for the tokenizer and the LM."""
+    """Stories of the corpus's train split to train on."""
     n_eval_stories: int = 500
-    """Stories of each held-out split (valid, test) used for perplexity."""
-    vocab_size: int = 2048
-    """BPE vocabulary size, special tokens included."""
+    """Stories of each held-out split used for evaluation."""
     n_layer: int = 4
     """Transformer blocks."""
     n_embd: int = 192
@@ -49,9 +49,9 @@ class PretrainConfig:
     n_head: int = 4
     """Attention heads."""
     n_positions: int = 128
-    """Context length, also the training block length."""
+    """Context length (the LM's training block length)."""
     batch_size: int = 16
-    """Blocks per optimiser step."""
+    """Examples per optimiser step."""
     steps: int = 1_000
     """Optimiser steps."""
     lr: float = 2e-3
@@ -64,7 +64,7 @@ class PretrainConfig:
     """Final learning rate as a fraction of ``lr``."""
 
     def __post_init__(self) -> None:
-        for name in ("n_train_stories", "n_eval_stories", "vocab_size", "n_layer", "n_embd",
+        for name in ("n_train_stories", "n_eval_stories", "n_layer", "n_embd",
                      "n_head", "n_positions", "batch_size", "steps"):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(f"{name} must be positive, got {getattr(self, name)!r}.")
@@ -72,6 +72,17 @@ class PretrainConfig:
             raise InvalidArgument(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})."
             )
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """Sizes and optimiser settings for :func:`pretrain`."""
+
+    vocab_size: int = 2048
+    """BPE vocabulary size, special tokens included."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.vocab_size < 300:
             raise InvalidArgument(
                 f"vocab_size must be at least 300 (256 bytes + merges + specials), got {self.vocab_size}."
@@ -83,6 +94,23 @@ class PretrainConfig:
         return cls(n_train_stories=400, n_eval_stories=40, vocab_size=400, n_layer=2,
                    n_embd=32, n_head=2, n_positions=64, batch_size=8, steps=30,
                    warmup_steps=5)
+
+
+def configure(
+    cls: Any, config: TrainConfig | None, *, quick: bool, steps: int | None, num_threads: int | None
+) -> Any:
+    """The run's config: ``config``, else ``cls.quick()`` or ``cls()``, with ``steps``
+    overridden; sets torch's thread count when ``num_threads`` is given."""
+    import torch
+
+    cfg = config or (cls.quick() if quick else cls())
+    if steps is not None:
+        if steps <= 0:
+            raise InvalidArgument(f"steps must be positive, got {steps!r}.")
+        cfg = dataclasses.replace(cfg, steps=int(steps), warmup_steps=min(cfg.warmup_steps, int(steps)))
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    return cfg
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
@@ -149,27 +177,81 @@ def perplexity(model: Any, tokenizer: Any, stories: list[Story], batch_size: int
     its own (every token after the first, and the closing EOS)."""
     import torch
 
-    seqs = _encode(tokenizer, stories)
+    from lm_gym.rewards.fluency import completion_logprob_sums
+
     n_pos = model.config.n_positions
+    seqs = [(s[:1], s[1:n_pos]) for s in _encode(tokenizer, stories)]
     nll, count = 0.0, 0
     model.eval()
-    with torch.no_grad():
+    with torch.inference_mode():
         for b in range(0, len(seqs), batch_size):
-            chunk = [s[:n_pos] for s in seqs[b : b + batch_size]]
-            width = max(len(s) for s in chunk)
-            ids = torch.full((len(chunk), width), tokenizer.pad_token_id)  # (B, T)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, T)
-            for r, s in enumerate(chunk):  # right padding: positions start at 0
-                ids[r, : len(s)] = torch.tensor(s)
-                mask[r, : len(s)] = 1
-            logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
-            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
-            target = ids[:, 1:]  # (B, T-1)
-            tok_lp = logprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-            m = mask[:, 1:].bool()
-            nll -= tok_lp[m].sum().item()
-            count += int(m.sum())
+            sums, counts = completion_logprob_sums(
+                model, seqs[b : b + batch_size], tokenizer.pad_token_id, torch.device("cpu")
+            )
+            nll -= float(sums.sum())
+            count += int(counts.sum())
     return math.exp(nll / max(count, 1))
+
+
+def optimizer_and_schedule(model: Any, cfg: Any) -> tuple[Any, Any]:
+    """AdamW (weight decay on matrices only) and a linear-warmup, cosine-decay schedule
+    from ``cfg``'s ``lr``, ``weight_decay``, ``warmup_steps``, ``steps``, ``min_lr_ratio``."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
+    )
+
+    def lr_lambda(step: int) -> float:  # linear warmup, cosine decay to min_lr_ratio
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+
+def fit(model: Any, cfg: TrainConfig, batches: Iterator[dict[str, Any]], *, desc: str, progress: bool) -> float:
+    """``cfg.steps`` AdamW steps (:func:`optimizer_and_schedule`, gradients clipped at
+    norm 1) on ``model(**batch).loss``; returns the loss's moving average at the end."""
+    import torch
+    from tqdm.auto import tqdm
+
+    optimizer, scheduler = optimizer_and_schedule(model, cfg)
+    loss_ema = math.nan
+    model.train()
+    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress)
+    for step in bar:
+        loss = model(**next(batches)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        loss_ema = loss.item() if step == 0 else 0.95 * loss_ema + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{loss_ema:.3f}", refresh=False)
+    bar.close()
+    model.eval()
+    return loss_ema
+
+
+def save_run(out_dir: str | Path, model: Any, tokenizer: Any, cfg: TrainConfig, *, seed: int,
+             t0: float, **metrics: Any) -> dict[str, Any]:
+    """Save model and tokenizer with ``save_pretrained`` and ``metrics.json``: ``metrics``
+    plus ``n_params``, ``steps``, ``seconds`` (since ``t0``), ``seed`` and the ``config``."""
+    metrics.update(
+        n_params=sum(p.numel() for p in model.parameters()), steps=cfg.steps,
+        seconds=round(time.perf_counter() - t0, 1), seed=seed, config=dataclasses.asdict(cfg),
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
 
 
 def pretrain(
@@ -200,18 +282,9 @@ def pretrain(
         ``seed`` and the ``config``.
     """
     import torch
-    from tqdm.auto import tqdm
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = config or (PretrainConfig.quick() if quick else PretrainConfig())
-    if steps is not None:
-        if steps <= 0:
-            raise InvalidArgument(f"steps must be positive, got {steps!r}.")
-        cfg = dataclasses.replace(cfg, steps=int(steps), warmup_steps=min(cfg.warmup_steps, int(steps)))
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = configure(PretrainConfig, config, quick=quick, steps=steps, num_threads=num_threads)
     t0 = time.perf_counter()
 
     train = corpus("train", cfg.n_train_stories)
@@ -229,61 +302,27 @@ def pretrain(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     model = GPT2LMHeadModel(model_config)
-    n_params = sum(p.numel() for p in model.parameters())
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
-    )
-
-    def lr_lambda(step: int) -> float:  # linear warmup, cosine decay to min_lr_ratio
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(inputs))
-    cursor, loss_ema = 0, None
-    model.train()
-    bar = tqdm(range(cfg.steps), desc="pretrain", disable=not progress)
-    for _ in bar:
-        if cursor + cfg.batch_size > len(order):
-            order, cursor = rng.permutation(len(inputs)), 0
-        idx = order[cursor : cursor + cfg.batch_size]
-        cursor += cfg.batch_size
-        ids = torch.from_numpy(inputs[idx])  # (B, T)
-        mask = torch.from_numpy(masks[idx])  # (B, T)
-        labels = ids.masked_fill(mask == 0, -100)  # (B, T); padding is not scored
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{loss_ema:.3f}", refresh=False)
-    bar.close()
+
+    def batches() -> Iterator[dict[str, Any]]:  # an epoch in random order, then another
+        order, cursor = rng.permutation(len(inputs)), 0
+        while True:
+            if cursor + cfg.batch_size > len(order):
+                order, cursor = rng.permutation(len(inputs)), 0
+            idx = order[cursor : cursor + cfg.batch_size]
+            cursor += cfg.batch_size
+            ids = torch.from_numpy(inputs[idx])  # (B, T)
+            mask = torch.from_numpy(masks[idx])  # (B, T)
+            labels = ids.masked_fill(mask == 0, -100)  # (B, T); padding is not scored
+            yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    loss_ema = fit(model, cfg, batches(), desc="pretrain", progress=progress)
 
     model.eval()
     valid_ppl = perplexity(model, tokenizer, corpus("valid", cfg.n_eval_stories))
     test_ppl = perplexity(model, tokenizer, corpus("test", cfg.n_eval_stories))
-    metrics = {
-        "valid_ppl": valid_ppl,
-        "test_ppl": test_ppl,
-        "final_train_loss": loss_ema,
-        "n_params": n_params,
-        "steps": cfg.steps,
-        "train_tokens": int(cfg.steps * cfg.batch_size * cfg.n_positions),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "seed": seed,
-        "config": dataclasses.asdict(cfg),
-    }
     logger.info("pretrain done: valid ppl %.2f, test ppl %.2f", valid_ppl, test_ppl)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    return save_run(out_dir, model, tokenizer, cfg, seed=seed, t0=t0, final_train_loss=loss_ema,
+                    valid_ppl=valid_ppl, test_ppl=test_ppl,
+                    train_tokens=int(cfg.steps * cfg.batch_size * cfg.n_positions))

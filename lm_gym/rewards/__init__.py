@@ -1,4 +1,5 @@
-"""Reward functions: fluency, relevance (sentiment, topic, keywords, continuity), diversity.
+"""Reward functions: fluency, relevance (sentiment, topic, keywords, continuity), diversity,
+and a learned :class:`RewardModel` (any Hugging Face sequence classifier).
 
 Every reward is batched: ``fn(prompts: list[str], completions: list[str], **meta) ->
 np.ndarray`` of shape (B,) float64 with scores in [0, 1]; ``meta`` holds per-sample lists
@@ -20,6 +21,7 @@ from lm_gym.rewards.composite import Composite, RewardFn, validate_scores
 from lm_gym.rewards.diversity import Diversity, distinct_n, ngrams, repetition_rate
 from lm_gym.rewards.fluency import Fluency, sequence_logprobs
 from lm_gym.rewards.relevance import Continuity, KeywordCoverage, Sentiment, TopicRelevance
+from lm_gym.rewards.reward_model import RewardModel
 
 __all__ = [
     "Composite",
@@ -29,6 +31,7 @@ __all__ = [
     "KeywordCoverage",
     "REWARDS",
     "RewardFn",
+    "RewardModel",
     "Sentiment",
     "TopicRelevance",
     "distinct_n",
@@ -46,6 +49,7 @@ REWARDS: dict[str, Callable[..., RewardFn]] = {
     "keywords": KeywordCoverage,
     "continuity": Continuity,
     "diversity": Diversity,
+    "reward_model": RewardModel,
 }
 """Reward name -> class, for :func:`get_reward` and config files."""
 

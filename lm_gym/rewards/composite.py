@@ -11,22 +11,45 @@ import numpy as np
 from lm_gym.error import Error, InvalidArgument, RewardError, unknown
 from lm_gym.tasks.base import validate_scores
 
-__all__ = ["Composite", "RewardFn", "validate_scores"]
+__all__ = ["Composite", "RewardFn", "check_weight", "merge_weights", "validate_scores", "weighted_sum"]
 
 RewardFn = Callable[..., Any]
 """A batched reward: ``fn(prompts: list[str], completions: list[str], **meta) -> (B,) scores``."""
 
 
-def _check_weight(name: str, value: Any) -> float:
+def check_weight(label: str, name: str, value: Any) -> float:
+    """A component's weight as a float, else :class:`InvalidArgument` (finite, >= 0)."""
     try:
-        w = float(value)
+        w = math.nan if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         w = math.nan
     if not math.isfinite(w) or w < 0:
-        raise InvalidArgument(
-            f"Weight of reward component {name!r} must be a finite number >= 0, got {value!r}."
-        )
+        raise InvalidArgument(f"{label}[{name!r}] must be a finite number >= 0, got {value!r}.")
     return w
+
+
+def merge_weights(
+    defaults: Mapping[str, float], overrides: Mapping[str, float] | None, *, label: str = "weights"
+) -> dict[str, float]:
+    """A new dict: ``defaults`` with the components ``overrides`` names replaced (each
+    checked by :func:`check_weight`); an unknown name raises with a did-you-mean. The one
+    place where composite weights are validated (:class:`Composite`, ``reward_weights=``)."""
+    if overrides is None:
+        return {name: float(w) for name, w in defaults.items()}
+    if not isinstance(overrides, Mapping):
+        raise InvalidArgument(f"{label} must be a dict of component name -> weight, got {overrides!r}.")
+    for name in overrides:
+        if name not in defaults:
+            raise unknown("reward component", name, defaults)
+    return {name: check_weight(label, name, overrides.get(name, w)) for name, w in defaults.items()}
+
+
+def weighted_sum(weights: Mapping[str, float], components: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """``Σ_k w_k · c_k``, shape (n,) float64, accumulated in ``weights``' order."""
+    total = np.zeros(n, dtype=np.float64)
+    for name, w in weights.items():
+        total += w * components[name]
+    return total
 
 
 class Composite:
@@ -60,19 +83,14 @@ class Composite:
                     f"Reward component {name!r} must be callable, got {type(fn).__name__}."
                 )
         self._components = dict(components)
-        if weights is None:
-            self._weights = {name: 1.0 for name in self._components}
-        else:
-            for name in weights:
-                if name not in self._components:
-                    raise unknown("reward component", name, self._components)
-            missing = [name for name in self._components if name not in weights]
-            if missing:
-                raise InvalidArgument(
-                    f"No weight given for reward component(s) {missing}; weights must name "
-                    f"every component of {list(self._components)}."
-                )
-            self._weights = {name: _check_weight(name, weights[name]) for name in self._components}
+        ones = {name: 1.0 for name in self._components}
+        self._weights = merge_weights(ones, weights)
+        missing = [name for name in self._components if weights is not None and name not in weights]
+        if missing:
+            raise InvalidArgument(
+                f"No weight given for reward component(s) {missing}; weights must name "
+                f"every component of {list(self._components)}."
+            )
 
     @property
     def weights(self) -> dict[str, float]:
@@ -86,10 +104,7 @@ class Composite:
 
     def with_weights(self, new_weights: Mapping[str, float]) -> Composite:
         """A new Composite with the same components and some weights replaced."""
-        for name in new_weights:
-            if name not in self._components:
-                raise unknown("reward component", name, self._components)
-        return Composite(self._components, {**self._weights, **dict(new_weights)})
+        return Composite(self._components, merge_weights(self._weights, new_weights))
 
     def score(
         self, prompts: Sequence[str], completions: Sequence[str], **meta: Any
@@ -104,7 +119,6 @@ class Composite:
             )
         batch = len(completions)
         parts: dict[str, np.ndarray] = {}
-        total = np.zeros(batch, dtype=np.float64)
         for name, fn in self._components.items():
             try:
                 out = fn(prompts, completions, **meta)
@@ -115,8 +129,7 @@ class Composite:
                     f"Reward component {name!r} raised {type(e).__name__}: {e}"
                 ) from e
             parts[name] = validate_scores(out, batch, f"reward component {name!r}")
-            total += self._weights[name] * parts[name]
-        return total, parts
+        return weighted_sum(self._weights, parts, batch), parts
 
     def components(
         self, prompts: Sequence[str], completions: Sequence[str], **meta: Any

@@ -18,7 +18,7 @@ from lm_gym.rewards._text import check_batch
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Fluency", "sequence_logprobs", "load_reference", "DEFAULT_SCALE"]
+__all__ = ["Fluency", "completion_logprob_sums", "sequence_logprobs", "load_reference", "DEFAULT_SCALE"]
 
 DEFAULT_SCALE = 2.0
 """Default ``scale`` of :class:`Fluency`: perplexity 4 scores 0.5, 16 scores 0.25, 64 scores 0.125.
@@ -115,7 +115,7 @@ def sequence_logprobs(
         with torch.inference_mode():
             for lo in range(0, batch, batch_size):
                 chunk = sequences[lo : lo + batch_size]
-                sums, counts = _chunk_logprobs(model, chunk, pad_id, device)
+                sums, counts = completion_logprob_sums(model, chunk, pad_id, device)
                 n_tokens[lo : lo + len(chunk)] = counts
                 mean_logprob[lo : lo + len(chunk)] = np.where(
                     counts > 0, sums / np.maximum(counts, 1), 0.0
@@ -125,10 +125,12 @@ def sequence_logprobs(
     return mean_logprob, n_tokens
 
 
-def _chunk_logprobs(
+def completion_logprob_sums(
     model: Any, chunk: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of completion-token log-probs and completion lengths for one left-padded batch."""
+    """Sum of completion-token log-probs and completion lengths for one left-padded batch
+    of ``(prompt_ids, completion_ids)`` pairs: one teacher-forced forward, the one
+    log-prob routine of lm_gym (fluency, perplexity metrics, pretraining's perplexity)."""
     import torch
 
     counts = np.array([len(c) for _, c in chunk], dtype=np.int64)

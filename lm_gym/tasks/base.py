@@ -128,9 +128,6 @@ class Task:
         check_int("max_prompt_tokens", max_prompt_tokens, low=1)
         self.max_new_tokens = int(max_new_tokens)
         self.max_prompt_tokens = int(max_prompt_tokens)
-        self.weights: dict[str, float] | None = (
-            dict(self.default_weights) if self.default_weights is not None else None
-        )
 
     # -- what subclasses provide ------------------------------------------------------
 
@@ -173,38 +170,17 @@ class Task:
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The reward of each finished episode and its components.
 
-        The default is the composite ``Σ w_k·c_k`` over :attr:`weights` when the task has
-        weights, else the component named ``"score"``.
+        The default is the composite ``Σ w_k·c_k`` under :attr:`default_weights` when the
+        task has them, else the component named ``"score"``. (An env reweights with
+        ``reward_weights=`` in its own scorer, never by changing the task, which several
+        envs may share.)
         """
-        comps = self.components(prompts, completions, meta)
-        if self.weights is not None:
-            reward = np.zeros(len(completions), dtype=np.float64)
-            for key, w in self.weights.items():
-                reward += w * comps[key]
-        else:
-            reward = np.asarray(comps["score"], dtype=np.float64)
-        return reward, comps
+        from lm_gym.rewards.composite import weighted_sum
 
-    def set_weights(self, weights: Mapping[str, float]) -> None:
-        """Reweight a composite reward; components not named keep their weight."""
-        if self.weights is None:
-            raise error.InvalidArgument(
-                f"reward_weights={dict(weights)!r} does not apply: the reward of task "
-                f"{self.name!r} is not a weighted composite (components: "
-                f"{list(self.reward_components)}). Pass reward=fn to replace it instead."
-            )
-        if not isinstance(weights, Mapping):
-            raise error.InvalidArgument(
-                f"reward_weights must be a dict of component name -> weight, got {weights!r}"
-            )
-        for key, w in weights.items():
-            if key not in self.weights:
-                raise error.unknown("reward component", key, self.weights)
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-                raise error.InvalidArgument(
-                    f"reward_weights[{key!r}] must be a finite number, got {w!r}"
-                )
-        self.weights.update({k: float(w) for k, w in weights.items()})
+        comps = self.components(prompts, completions, meta)
+        if self.default_weights is not None:
+            return weighted_sum(self.default_weights, comps, len(completions)), comps
+        return np.asarray(comps["score"], dtype=np.float64), comps
 
     # -- helpers for subclasses ----------------------------------------------------------
 

@@ -9,12 +9,21 @@ completion with ``R = α·fluency + β·relevance + γ·diversity``:
 * **relevance** — what the task asks for (sentiment, topic, keywords, continuity);
 * **diversity** — :class:`lm_gym.rewards.Diversity`: mean distinct-1/2 × (1 − repetition).
 
-``model=`` (``"builtin"``, a Hugging Face name, or a local path) chooses the tokenizer, the
-action space (the model's logit width) and the fluency reference together. Prompts are
-the first sentence(s) of the built-in corpus's held-out stories, or the user's own via
-``prompts=`` (a list of strings, or a ``.txt`` file with one prompt a line, or a
-``.jsonl`` file of objects with a ``"prompt"`` field and optional metadata such as
-``"keywords"`` or ``"topic"``).
+``model=`` (``"builtin"``, a Hugging Face name, or a local path) chooses the tokenizer and
+the action space (the model's logit width); ``reference_model=`` (default: the same as
+``model=``) is the frozen fluency judge, so a trained checkpoint can be evaluated under
+the reward it was trained on: ``gym.make(id, model=checkpoint, reference_model="builtin")``.
+
+Prompts come in two disjoint splits, chosen by ``split=``: ``"train"`` (the default, for
+learning) and ``"test"`` (held out, for evaluation). The built-in prompts are the first
+sentence(s) of corpus stories the built-in LM never saw in pretraining
+(:mod:`lm_gym.models.corpus`): ``"train"`` from its ``valid`` split, ``"test"`` from its
+``test`` split, :data:`N_DEFAULT_PROMPTS` stories each; a train prompt whose final text
+equals a test prompt's is dropped, so the splits never share a prompt (see
+:data:`SPLIT_SIZES`). The user's own prompts come through ``prompts=``: a list of strings,
+a ``.txt`` file with one prompt a line, a ``.jsonl`` file of objects with a ``"prompt"``
+field and optional metadata such as ``"keywords"`` or ``"topic"``, or a dict
+``{"train": ..., "test": ...}`` of those, from which ``split`` picks one.
 """
 
 from __future__ import annotations
@@ -31,6 +40,20 @@ from lm_gym import error
 from lm_gym.tasks.base import Prompt, Task, check_int
 
 N_DEFAULT_PROMPTS = 1000
+"""Stories drawn for each built-in prompt split."""
+
+PROMPT_SPLITS: dict[str, str] = {"train": "valid", "test": "test"}
+"""A task's prompt split -> the corpus split its built-in prompts come from."""
+
+SPLIT_SIZES: dict[str, dict[str, int]] = {
+    "SentimentContinuation": {"train": 1000, "test": 1000},
+    "TopicSteering": {"train": 1000, "test": 1000},
+    "KeywordStory": {"train": 981, "test": 1000},
+    "Continuation": {"train": 1000, "test": 1000},
+}
+"""How many built-in prompts each text task has per split (pinned by the tests).
+KeywordStory's prompts are a story's first ``n_keywords=3`` keywords, so the train split
+loses the keyword lists that a test story also has."""
 
 
 class HFTokenizer:
@@ -95,13 +118,21 @@ def load_prompts(prompts: str | os.PathLike[str] | Sequence[str]) -> list[tuple[
     return out
 
 
-def builtin_prompts(n: int = N_DEFAULT_PROMPTS) -> list[tuple[str, dict[str, Any]]]:
-    """The default prompts: the opening of held-out (test split) corpus stories."""
+def check_split(split: Any) -> str:
+    """``split`` if it is a prompt split (``"train"`` or ``"test"``), else :class:`UnknownName`."""
+    if not isinstance(split, str) or split not in PROMPT_SPLITS:
+        raise error.unknown("prompt split", split, PROMPT_SPLITS)
+    return split
+
+
+def builtin_prompts(split: str = "train", n: int = N_DEFAULT_PROMPTS) -> list[tuple[str, dict[str, Any]]]:
+    """The built-in prompts of a split: the openings of ``n`` corpus stories held out from
+    the built-in LM's pretraining (see :data:`PROMPT_SPLITS`)."""
     from lm_gym.models import corpus
 
     return [
         (text, {"topic": meta["topic"], "sentiment": meta["sentiment"], "keywords": list(meta["keywords"])})
-        for text, meta in corpus.prompts("test", n=n)
+        for text, meta in corpus.prompts(PROMPT_SPLITS[check_split(split)], n=n)
     ]
 
 
@@ -110,8 +141,12 @@ class TextTask(Task):
 
     Args:
         model: ``"builtin"`` (no download), a Hugging Face causal-LM name, or a local path;
-            it fixes the tokenizer, the action space and the fluency reference.
-        prompts: the user's prompts (see the module docstring); default: held-out stories.
+            it fixes the tokenizer and the action space (the policy's model).
+        prompts: the user's prompts (see the module docstring); default: the built-in ones.
+        split: ``"train"`` (default) or ``"test"``, the disjoint held-out prompts.
+        reference_model: the frozen LM that judges fluency; default: the same as ``model``.
+        relevance: replaces the task's relevance component with any batched
+            ``fn(prompts, completions, **meta)``, e.g. ``lm_gym.rewards.RewardModel(label_key="topic")``.
         max_new_tokens: the completion budget in tokens.
         max_prompt_tokens: prompts are left-truncated to this many tokens.
         fluency_scale: fluency = ``exp(mean_logprob / fluency_scale)``.
@@ -124,7 +159,10 @@ class TextTask(Task):
     def __init__(
         self,
         model: str = "builtin",
-        prompts: str | os.PathLike[str] | Sequence[str] | None = None,
+        prompts: str | os.PathLike[str] | Sequence[str] | Mapping[str, Any] | None = None,
+        split: str = "train",
+        reference_model: str | os.PathLike[str] | None = None,
+        relevance: Any = None,
         max_new_tokens: int = 24,
         max_prompt_tokens: int = 32,
         fluency_scale: float = 2.0,
@@ -136,21 +174,31 @@ class TextTask(Task):
         super().__init__(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens)
         if not (isinstance(fluency_scale, (int, float)) and fluency_scale > 0):
             raise error.InvalidArgument(f"fluency_scale must be a positive number, got {fluency_scale!r}")
+        self.split = check_split(split)
+        if relevance is not None and not callable(relevance):
+            raise error.InvalidArgument(
+                f"relevance must be a callable fn(prompts, completions, **meta) -> list[float], got {relevance!r}"
+            )
+        self.relevance_fn = relevance
         self.model_name = os.fspath(model) if isinstance(model, os.PathLike) else model
+        self.reference_model = self.model_name if reference_model is None else os.fspath(reference_model)
         self.device = device
-        self.reference, hf_tokenizer = load_frozen(self.model_name, device=device)
+        policy, hf_tokenizer = load_frozen(self.model_name, device=device)
         self._tokenizer = HFTokenizer(hf_tokenizer)
-        self._vocab_size = int(self.reference.get_output_embeddings().weight.shape[0])
-        positions = getattr(self.reference.config, "max_position_embeddings", None)
+        self._vocab_size = int(policy.get_output_embeddings().weight.shape[0])
+        positions = getattr(policy.config, "max_position_embeddings", None)
         if positions is not None and max_prompt_tokens + max_new_tokens > positions:
             raise error.InvalidArgument(
                 f"max_prompt_tokens + max_new_tokens = {max_prompt_tokens + max_new_tokens} exceeds "
                 f"the model's {positions} positions; lower one of them"
             )
-        self.prompts = self.prepare_prompts(
-            load_prompts(prompts) if prompts is not None else builtin_prompts()
+        self.prompts = self.split_prompts(prompts, self.split)
+        # the fluency judge: the policy's own model unless reference_model= names another
+        self.reference, judge_tokenizer = (
+            (policy, hf_tokenizer) if self.reference_model == self.model_name
+            else load_frozen(self.reference_model, device=device)
         )
-        self.fluency = Fluency(self.reference, hf_tokenizer, scale=fluency_scale, device=device)
+        self.fluency = Fluency(self.reference, judge_tokenizer, scale=fluency_scale, device=device)
         self.diversity = Diversity()
 
     @property
@@ -160,6 +208,29 @@ class TextTask(Task):
     def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
         """Turn loaded ``(text, meta)`` pairs into this task's prompts (a hook for subclasses)."""
         return prompts
+
+    def split_prompts(self, prompts: Any, split: str) -> list[tuple[str, dict[str, Any]]]:
+        """The prepared prompts of ``split``: the user's (a dict picks the split), else the
+        built-in ones, with train prompts that equal a test prompt dropped."""
+        if prompts is None:
+            test = self.prepare_prompts(builtin_prompts("test"))
+            if split == "test":
+                return test
+            held_out = {text for text, _ in test}
+            return [p for p in self.prepare_prompts(builtin_prompts("train")) if p[0] not in held_out]
+        if isinstance(prompts, Mapping):
+            if split not in prompts:
+                raise error.InvalidArgument(
+                    f"prompts is a dict of splits {sorted(prompts)} without split={split!r}; "
+                    f"give a {split!r} entry or pass split= one of {sorted(prompts)}"
+                )
+            prompts = prompts[split]
+        return self.prepare_prompts(load_prompts(prompts))
+
+    def dataset(self, seed: int = 0) -> list[Prompt]:
+        """Every prompt of the split once, in order, as the env would give it (a task that
+        draws per-episode metadata, like TopicSteering's topic, draws it from ``seed``)."""
+        return [Prompt(text, dict(meta)) for text, meta in self.prompts]
 
     def sample(self, np_random: np.random.Generator) -> Prompt:
         text, meta = self.prompts[int(np_random.integers(len(self.prompts)))]
@@ -171,9 +242,13 @@ class TextTask(Task):
     def components(
         self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
     ) -> dict[str, np.ndarray]:
+        relevance = (
+            self.relevance(prompts, completions, meta) if self.relevance_fn is None
+            else np.asarray(self.relevance_fn(prompts, completions, **meta), dtype=np.float64)
+        )
         return {
             "fluency": self.fluency(prompts, completions),
-            "relevance": self.relevance(prompts, completions, meta),
+            "relevance": relevance,
             "diversity": self.diversity(prompts, completions),
         }
 
@@ -243,6 +318,13 @@ class TopicSteeringTask(TextTask):
 
     def sample(self, np_random: np.random.Generator) -> Prompt:
         text, meta = self.prompts[int(np_random.integers(len(self.prompts)))]
+        return self._with_topic(text, meta, np_random)
+
+    def dataset(self, seed: int = 0) -> list[Prompt]:
+        rng = np.random.default_rng(seed)
+        return [self._with_topic(text, meta, rng) for text, meta in self.prompts]
+
+    def _with_topic(self, text: str, meta: Mapping[str, Any], np_random: np.random.Generator) -> Prompt:
         topic = self.topic
         if topic is None:  # a topic the story is not already about
             others = [t for t in self.topics if t != meta.get("topic")]
