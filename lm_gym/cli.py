@@ -438,13 +438,17 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from lm_gym.models.pretrain import pretrain
-
     quiet_libraries()
     check_out_dir(args.out)
-    metrics = pretrain(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress)
-    print(metrics_table({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
-    print(f"\nsaved the model to {args.out}; use it with gym.make(ENV, model={str(args.out)!r})")
+    if args.classifier:
+        from lm_gym.models.classifier import pretrain_classifier as train
+    else:
+        from lm_gym.models.pretrain import pretrain as train
+    metrics = train(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress)
+    print(metrics_table({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}))
+    use = (f"lm_gym.rewards.RewardModel({str(args.out)!r}, label=...)" if args.classifier
+           else f"gym.make(ENV, model={str(args.out)!r})")
+    print(f"\nsaved the {'classifier' if args.classifier else 'model'} to {args.out}; use it with {use}")
     return 0
 
 
@@ -652,10 +656,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_quickstart)
 
     p = sub.add_parser(
-        "pretrain", help="pretrain the built-in language model on the procedural story corpus", formatter_class=fmt,
+        "pretrain", help="pretrain the built-in language model (or classifier) on the procedural story corpus",
+        formatter_class=fmt,
         description="Pretrain the built-in GPT-2-style model on the procedural story corpus and save it to OUT "
-        "(usable as gym.make(ENV, model=OUT)).",
+        "(usable as gym.make(ENV, model=OUT)); with --classifier, the built-in sentiment/topic classifier "
+        "(usable as lm_gym.rewards.RewardModel(OUT)).",
     )
+    p.add_argument("--classifier", action="store_true", help="train the built-in reward classifier instead of the LM")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quick", action="store_true", help="a tiny model and corpus (seconds; for tests)")
     p.add_argument("--seed", type=int, default=0, help="seed")

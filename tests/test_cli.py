@@ -511,3 +511,13 @@ def test_eval_json_into_a_missing_folder_fails_before_evaluating(tiny_agent, tmp
     monkeypatch.setattr(agents, "evaluate", lambda *a, **k: pytest.fail("evaluated before --json was checked"))
     code, err = run_cli(["eval", str(out), "--json", str(tmp_path / "nope" / "m.json")], capsys)
     assert code == 2 and f"the folder '{tmp_path / 'nope'}' does not exist" in err
+
+
+def test_pretrain_classifier_quick_loads_as_a_reward_model(tmp_path, capsys):
+    from lm_gym.rewards import RewardModel
+
+    assert main(["pretrain", "--classifier", "--out", str(tmp_path), "--quick", "--steps", "5", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "saved the classifier to" in out and "RewardModel(" in out
+    scores = RewardModel(str(tmp_path), label=0)(["a"], ["the sun was warm and bright"])
+    assert len(scores) == 1 and 0.0 <= scores[0] <= 1.0
