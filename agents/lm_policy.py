@@ -106,6 +106,8 @@ class _SlotCache:
     mask: torch.Tensor | None = None  # (N, T) long: 1 where a cached column is context
     next_pos: torch.Tensor | None = None  # (N,) position id of the next token = context length
     weights_version: int = -1
+    last_ids: torch.Tensor | None = None  # (N, L) the observation windows of the last act
+    last_actions: torch.Tensor | None = None  # (N,) the actions act took from them
 
     @property
     def length(self) -> int:
@@ -148,16 +150,17 @@ class LMPolicy(nn.Module):
         disable_dropout: set every dropout probability to 0, so that rollout and update
             log-probabilities agree (as TRL does for PPO).
 
-    A rollout with a vector env (``SAME_STEP`` autoreset; with ``NEXT_STEP`` a slot's
-    reset observation arrives one step after the step that ended it, flag that one)::
+    A rollout with a vector env, in the plain Gymnasium loop (the policy sees for itself
+    which windows extend its cache by the action it took and which start an episode)::
 
         obs, info = envs.reset(seed=0)
-        new = np.ones(envs.num_envs, bool)
         for _ in range(n_steps):
-            out = policy.act(obs, new, action_mask=info.get("action_mask"))
+            out = policy.act(obs, action_mask=info.get("action_mask"))
             obs, rewards, terminated, truncated, info = envs.step(out.actions)
-            new = terminated | truncated
         # update with policy.logprobs_of(...); then policy.after_update()
+
+    ``new_episode`` flags (``terminated | truncated`` with ``SAME_STEP`` autoreset) are an
+    optional hint; they give the same actions.
     """
 
     def __init__(
@@ -333,6 +336,19 @@ class LMPolicy(nn.Module):
         else:
             self._generator = torch.Generator(device=self.device)
             self._generator.manual_seed(seed)
+
+    def sampler_state(self) -> torch.Tensor | None:
+        """The state of :meth:`act`'s private sampling generator (None when unseeded)."""
+        return None if self._generator is None else self._generator.get_state()
+
+    def set_sampler_state(self, state: torch.Tensor | None) -> None:
+        """Restore :meth:`sampler_state` (creating the private generator if needed; None unseeds)."""
+        if state is None:
+            self._generator = None
+            return
+        if self._generator is None:
+            self._generator = torch.Generator(device=self.device)
+        self._generator.set_state(state)
 
     def reset_cache(self) -> None:
         """Drop the KV caches; the next :meth:`act` prefills every slot from its observation.
@@ -520,6 +536,27 @@ class LMPolicy(nn.Module):
             self._param_lists[id(model)] = (model, params)
         return sum(p._version for p in params)
 
+    @staticmethod
+    def _extends_cache(
+        state: _SlotCache, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """(N,) bool: True where a slot's window is its last window plus the action taken.
+
+        That is: the context is one token longer than the cached one, its newest token is the
+        slot's last action and the older tokens are the last window's (shifted left by one).
+        Such a slot advances its cache; any other (first call, reset, autoreset) is prefilled.
+        """
+        last = state.last_ids
+        if last is None or last.shape != input_ids.shape or last.device != input_ids.device:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        older = attention_mask[:, :-1] != 0  # (N, L-1) context columns before the newest token
+        return (
+            (attention_mask.sum(-1) == state.next_pos + 1)
+            & (attention_mask[:, -1] != 0)
+            & (input_ids[:, -1] == state.last_actions)
+            & ((input_ids[:, :-1] == last[:, 1:]) | ~older).all(-1)
+        )
+
     def _advance(
         self,
         model: nn.Module,
@@ -655,11 +692,14 @@ class LMPolicy(nn.Module):
         Args:
             obs: ``{"input_ids": (N, L) int, "attention_mask": (N, L) int}``, left-padded
                 windows whose newest token is at column ``L - 1``.
-            new_episode: (N,) bool, True for slots whose observation starts an episode (the
-                first observation after reset or autoreset). Those slots are prefilled from
-                their window; the others advance by their newest token (the previous action).
-                None means every slot is new. After :meth:`reset_cache`, a change of ``N``,
-                or an optimizer step, every slot is prefilled whatever the flags say.
+            new_episode: optional (N,) bool hint, True for slots whose observation starts an
+                episode (the first observation after reset or autoreset). Flagged slots are
+                prefilled from their window; the others advance by their newest token (the
+                previous action), and one whose window does not extend its cached context by
+                that token is an error. None (the plain Gymnasium loop) decides per slot: a
+                window that is the slot's last window plus the action taken from it advances
+                the cache, any other is prefilled. After :meth:`reset_cache`, a change of
+                ``N``, or an optimizer step, every slot is prefilled whatever the flags say.
             action_mask: (V,) or (N, V), nonzero for valid tokens (``info["action_mask"]``).
             deterministic: take the most likely valid token instead of sampling.
             stats: also return the actions' log-probabilities and the values (a learner's
@@ -678,16 +718,15 @@ class LMPolicy(nn.Module):
             raise InvalidArgument(
                 f"observation width L={width} exceeds the model's {self.max_positions} positions."
             )
+        state = self._states["policy"]
         if new_episode is None:
-            new = torch.ones(n, dtype=torch.bool, device=device)
+            new = ~self._extends_cache(state, input_ids, attention_mask)
         else:
             new = _tensor(new_episode, device, torch.bool).reshape(-1)
             if new.shape[0] != n:
                 raise InvalidArgument(f"new_episode has {new.shape[0]} flags for {n} slots.")
 
-        logits, hidden = self._advance(
-            self.model, self._states["policy"], input_ids, attention_mask, new
-        )
+        logits, hidden = self._advance(self.model, state, input_ids, attention_mask, new)
         valid = self._valid_tokens(action_mask, logits.shape[:-1])  # (N, V) / (V,) or None
         if self.mask_model is not None:
             mask_logits, _ = self._advance(
@@ -696,6 +735,10 @@ class LMPolicy(nn.Module):
             valid = self._nlpo_keep(mask_logits, valid)
         scaled = self._scaled(logits, valid, self.temperature)  # (N, V)
         actions = self._sample(scaled, deterministic)  # (N,)
+        # what the next call's windows must extend to advance the cache (input_ids may be
+        # the caller's own tensor, edited in place later: keep a copy)
+        state.last_ids = input_ids.clone() if input_ids is obs["input_ids"] else input_ids
+        state.last_actions = actions
         if not stats:
             return ActOutput(actions=actions.cpu().numpy().astype(np.int64), logprobs=None, values=None, logits=logits)
         logprobs = torch.log_softmax(scaled, -1).gather(-1, actions[:, None]).squeeze(-1)

@@ -443,3 +443,77 @@ def test_read_only_env_arrays_are_accepted_without_warnings():
         out = policy.act(obs, np.ones(2, bool), action_mask=mask)
     assert out.actions.shape == (2,) and out.actions.dtype == np.int64
     assert out.logprobs.shape == (2,) and out.values.shape == (2,)
+
+
+
+def rollout_loop(envs, policy: LMPolicy, steps: int, flags: str | None):
+    """Drive ``policy.act`` in a vector-env loop; ``flags`` None is the plain Gymnasium loop
+    (no new_episode), else the autoreset mode whose new_episode flags are passed."""
+    obs, info = envs.reset(seed=0)
+    new = np.ones(envs.num_envs, bool)
+    done = np.zeros(envs.num_envs, bool)
+    actions, logprobs, eos = [], [], 0
+    for _ in range(steps):
+        out = policy.act(obs, None if flags is None else new, action_mask=info.get("action_mask"))
+        actions.append(out.actions)
+        logprobs.append(out.logprobs)
+        # NextStep: the step after an episode's end returns its reset observation
+        new = done if flags == "NextStep" else None
+        obs, _, terminated, truncated, info = envs.step(out.actions)
+        done = terminated | truncated
+        new = done if new is None else new
+        eos += int(terminated.sum())
+    return np.stack(actions), np.stack(logprobs), eos
+
+
+@pytest.mark.parametrize("mode", ["SameStep", "NextStep"])
+def test_plain_loop_without_flags_advances_the_cache_as_the_flagged_loop(mode):
+    import gymnasium as gym
+
+    import lm_gym  # noqa: F401  (registers the ids)
+
+    def envs():
+        return gym.make_vec("lm_gym/Copy-v0", num_envs=4, vectorization_mode="vector_entry_point",
+                            autoreset_mode=mode, max_new_tokens=6)
+
+    runs = {}
+    for flags in (mode, None):
+        policy = LMPolicy.for_vocab(7, n_layer=2, n_embd=32, n_head=4, n_positions=32, seed=0)
+        policy.seed(5)
+        counter = ForwardCounter(policy.model)
+        runs[flags] = (*rollout_loop(envs(), policy, 40, flags), counter.shapes)
+    (a_flag, lp_flag, eos, shapes_flag), (a_plain, lp_plain, _, shapes_plain) = runs[mode], runs[None]
+    assert eos >= 3  # EOS restarts happened mid-batch
+    np.testing.assert_array_equal(a_plain, a_flag)  # token for token
+    np.testing.assert_array_equal(lp_plain, lp_flag)
+    assert shapes_plain == shapes_flag  # the same prefills and incremental steps
+    assert sum(s[1] == 1 for s in shapes_plain) >= 30  # mostly one-token steps, not re-prefills
+
+
+def test_plain_loop_prefills_repeated_or_foreign_observations_without_error():
+    policy = make_policy()
+    counter = ForwardCounter(policy.model)
+    obs = batch([[1, 2, 3], [4, 5]])
+    out = policy.act(obs, None)
+    policy.act(obs, None)  # the same windows again: nothing to extend, prefilled
+    out = policy.act(obs, None)
+    ctx = [[1, 2, 3, int(out.actions[0])], [4, 5, (int(out.actions[1]) + 1) % V]]
+    counter.shapes.clear()
+    mixed = policy.act(batch(ctx), None)  # slot 0 extends by its action, slot 1 took another token
+    assert sorted(counter.shapes) == [(1, 1), (1, 3)]
+    logits, _, _ = teacher_forced_last(policy, batch(ctx), mixed.actions)
+    torch.testing.assert_close(mixed.logits, logits, atol=1e-4, rtol=0)
+
+
+def test_sampler_state_round_trip():
+    obs = batch([[1, 2, 3]] * 64)
+    a, b = make_policy(), make_policy()
+    assert a.sampler_state() is None
+    a.seed(7)
+    a.act(obs, None)
+    state = a.sampler_state()
+    first = a.act(obs, None).actions
+    b.set_sampler_state(state)  # b was unseeded: the generator is created
+    assert b.act(obs, None).actions.tolist() == first.tolist()
+    a.set_sampler_state(None)
+    assert a.sampler_state() is None
