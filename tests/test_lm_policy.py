@@ -168,21 +168,25 @@ def test_kv_cached_act_matches_across_frequent_compactions_and_temperature():
 
 
 class ForwardCounter:
-    """Wraps ``model.forward`` and records the (batch, tokens) shape of every call."""
+    """Records the (batch, tokens) shape of every forward of a GPT-2 (generic or fast path
+    alike: both embed the tokens once per forward)."""
 
     def __init__(self, model):
         self.shapes: list[tuple[int, int]] = []
-        inner = model.forward
+        wte = model.transformer.wte
+        inner = wte.forward
 
-        def counted(*args, **kwargs):
-            self.shapes.append(tuple(kwargs["input_ids"].shape))
-            return inner(*args, **kwargs)
+        def counted(ids, *args, **kwargs):
+            self.shapes.append(tuple(ids.shape))
+            return inner(ids, *args, **kwargs)
 
-        model.forward = counted
+        wte.forward = counted
 
 
-def test_one_incremental_forward_never_one_per_token():
+@pytest.mark.parametrize("fast", [True, False])
+def test_one_incremental_forward_never_one_per_token(fast):
     policy = make_policy()
+    policy._fast_path = fast
     counter = ForwardCounter(policy.model)
     ctx = [[1, 2], [3], [6], [7, 8]]
     out = policy.act(batch(ctx), np.ones(4, bool))
@@ -200,7 +204,9 @@ def test_one_incremental_forward_never_one_per_token():
         ctx[i].append(int(out.actions[i]))
     obs = batch(ctx)
     out = policy.act(obs, np.array([False, True, False, True]))
-    assert sorted(counter.shapes) == [(2, 1), (2, 7)]  # one prefill (new) + one step (others)
+    # one prefill (new) + one step (the others; the fast path steps every row, then
+    # overwrites the new ones' rows)
+    assert sorted(counter.shapes) == ([(2, 7), (4, 1)] if fast else [(2, 1), (2, 7)])
     assert policy._states["policy"].length == 7  # old rows were left-padded to fit
     logits, _, _ = teacher_forced_last(policy, obs, out.actions)
     torch.testing.assert_close(out.logits, logits, atol=1e-4, rtol=0)
@@ -500,7 +506,7 @@ def test_plain_loop_prefills_repeated_or_foreign_observations_without_error():
     ctx = [[1, 2, 3, int(out.actions[0])], [4, 5, (int(out.actions[1]) + 1) % V]]
     counter.shapes.clear()
     mixed = policy.act(batch(ctx), None)  # slot 0 extends by its action, slot 1 took another token
-    assert sorted(counter.shapes) == [(1, 1), (1, 3)]
+    assert sorted(counter.shapes) == [(1, 3), (2, 1)]  # a step of both rows, slot 1's prefill
     logits, _, _ = teacher_forced_last(policy, batch(ctx), mixed.actions)
     torch.testing.assert_close(mixed.logits, logits, atol=1e-4, rtol=0)
 
@@ -517,3 +523,45 @@ def test_sampler_state_round_trip():
     assert b.act(obs, None).actions.tolist() == first.tolist()
     a.set_sampler_state(None)
     assert a.sampler_state() is None
+
+
+def staggered(policy: LMPolicy, vocab: int, width: int, steps: int, n_slots: int = 5):
+    """Plain-loop rollouts (new_episode None) of random prompts whose episodes end at random
+    steps, in a left-padded window of ``width``: mixed prefill/advance batches. Returns the
+    (steps, n_slots) actions and log-probs and the cache lengths."""
+    rng = np.random.default_rng(0)
+    prompts = lambda: [list(rng.integers(1, vocab, rng.integers(1, width // 2))) for _ in range(n_slots)]
+    ctx, acts, lps, lengths = prompts(), [], [], []
+    for _ in range(steps):
+        out = policy.act(batch(ctx, width), None)
+        acts.append(out.actions)
+        lps.append(out.logprobs)
+        lengths.append(policy._states["policy"].length)
+        restart = prompts()
+        for i in range(n_slots):
+            ended = len(ctx[i]) + 1 >= width or rng.random() < 0.2
+            ctx[i] = restart[i] if ended else ctx[i] + [int(out.actions[i])]
+    return np.stack(acts), np.stack(lps), lengths
+
+
+def builtin_policy(**kwargs) -> LMPolicy:
+    from lm_gym.models import load_model_and_tokenizer
+
+    model, _ = load_model_and_tokenizer("builtin")
+    return LMPolicy(model, **kwargs)
+
+
+@pytest.mark.parametrize("which", ["tiny", "builtin"])
+def test_fast_path_matches_the_generic_path_token_for_token(which):
+    runs = []
+    for fast in (True, False):
+        policy = make_policy(cache_slack=3) if which == "tiny" else builtin_policy(cache_slack=5)
+        policy._fast_path = fast
+        policy.seed(11)
+        vocab = policy.vocab_size if which == "builtin" else V
+        runs.append(staggered(policy, vocab, 16, steps=30))
+    (a_fast, lp_fast, len_fast), (a_slow, lp_slow, len_slow) = runs
+    np.testing.assert_array_equal(a_fast, a_slow)
+    np.testing.assert_allclose(lp_fast, lp_slow, atol=1e-5, rtol=0)
+    assert len_fast == len_slow  # the same schedule, compactions included
+    assert any(b < a for a, b in zip(len_fast, len_fast[1:]))
