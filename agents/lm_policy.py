@@ -123,6 +123,12 @@ class _SlotCache:
         return 0 if self.mask is None else self.mask.shape[1]
 
 
+def _additive(keep: torch.Tensor) -> torch.Tensor:
+    """A boolean attention mask as SDPA's additive float mask (0 or -inf): CPU SDPA runs
+    faster on it, and it is built once per step, not once per layer."""
+    return torch.zeros(keep.shape, device=keep.device).masked_fill_(~keep, float("-inf"))
+
+
 def _is_plain_gpt2(model: nn.Module) -> bool:
     """A GPT-2 LM the static fast path can run through its modules (no cross-attention, no
     active dropout); any other model takes the generic path."""
@@ -772,7 +778,7 @@ class LMPolicy(nn.Module):
             positions = state.next_pos[:, None]  # (N, 1)
             if self.max_positions is not None:  # a new slot's stale position may be past the end
                 positions = positions.clamp(max=self.max_positions - 1)
-            mask4 = state.mask[:, None, None, state.start : state.end]  # (N, 1, 1, T)
+            mask4 = _additive(state.mask[:, None, None, state.start : state.end])  # (N, 1, 1, T)
             hidden = self._gpt2_trunk(
                 model, state, input_ids[:, -1:], positions, mask4, None, state.end - 1
             )[:, -1]  # (N, H)
@@ -818,7 +824,7 @@ class LMPolicy(nn.Module):
         state.next_pos[rows] = counts
         causal = torch.ones(w, w, dtype=torch.bool, device=mask.device).tril()
         eye = torch.eye(w, dtype=torch.bool, device=mask.device)  # padding rows see themselves
-        mask4 = ((causal & mask[:, None, :]) | eye)[:, None]  # (n_new, 1, w, w)
+        mask4 = _additive(((causal & mask[:, None, :]) | eye)[:, None])  # (n_new, 1, w, w)
         positions = positions_from_mask(mask.long())
         hidden = self._gpt2_trunk(
             model, state, input_ids[rows, -w:], positions, mask4, rows, state.end - w
@@ -842,7 +848,7 @@ class LMPolicy(nn.Module):
 
         Keys/values go to columns ``[column, column + t)`` of ``rows`` (None: every row), and
         the tokens attend over the live cache columns (a step, ``rows`` None) or over each
-        other (a prefill) under ``mask4`` (n, 1, t, keys), True where attended.
+        other (a prefill) under ``mask4`` (n, 1, t, keys), 0 where attended and -inf elsewhere.
         """
         tr = model.transformer
         n, t = ids.shape
