@@ -129,6 +129,15 @@ def _additive(keep: torch.Tensor) -> torch.Tensor:
     return torch.zeros(keep.shape, device=keep.device).masked_fill_(~keep, float("-inf"))
 
 
+def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's MLP; its "gelu_new" (a Python formula of six kernels) as torch's fused tanh GELU."""
+    from transformers.activations import NewGELUActivation
+
+    if type(mlp.act) is NewGELUActivation:
+        return mlp.c_proj(nn.functional.gelu(mlp.c_fc(x), approximate="tanh"))
+    return mlp(x)
+
+
 def _is_plain_gpt2(model: nn.Module) -> bool:
     """A GPT-2 LM the static fast path can run through its modules (no cross-attention, no
     active dropout); any other model takes the generic path."""
@@ -867,7 +876,7 @@ class LMPolicy(nn.Module):
                 state.v[i, rows, :, column : column + t] = v
             y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask4, scale=a.scaling)
             x = x + a.c_proj(y.transpose(1, 2).reshape(n, t, -1))
-            x = x + block.mlp(block.ln_2(x))
+            x = x + _mlp(block.mlp, block.ln_2(x))
         return tr.ln_f(x)
 
     @torch.no_grad()
