@@ -123,6 +123,10 @@ class _SlotCache:
         return 0 if self.mask is None else self.mask.shape[1]
 
 
+_Window = tuple[torch.Tensor, torch.Tensor]  # (input_ids (N, L), attention_mask (N, L))
+_Pair = tuple[torch.Tensor, torch.Tensor]  # (logits (N, V), hidden (N, H)) at the newest token
+
+
 def _additive(keep: torch.Tensor) -> torch.Tensor:
     """A boolean attention mask as SDPA's additive float mask (0 or -inf): CPU SDPA runs
     faster on it, and it is built once per step, not once per layer."""
@@ -623,7 +627,7 @@ class LMPolicy(nn.Module):
         static = self._fast_path and self._plain_gpt2[key]
         new = self._schedule(model, state, attention_mask, new, static)
         if static:
-            return self._static_step(model, state, input_ids, attention_mask, new)
+            return self._static_step(model, state, (input_ids, attention_mask), new)
         if bool(new.all()):
             logits, hidden, state.cache, state.mask, state.next_pos = self._prefill(
                 model, input_ids, attention_mask
@@ -633,7 +637,7 @@ class LMPolicy(nn.Module):
             return logits, hidden
         if not bool(new.any()):  # every slot advances by its newest token: reuse the cache as is
             return self._generic_step(model, state, input_ids, None)
-        return self._generic_mixed(model, state, input_ids, attention_mask, new)
+        return self._generic_mixed(model, state, (input_ids, attention_mask), new)
 
     def _schedule(
         self,
@@ -719,15 +723,11 @@ class LMPolicy(nn.Module):
         return logits[:, -1], hidden[:, -1]
 
     def _generic_mixed(
-        self,
-        model: nn.Module,
-        state: _SlotCache,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        new: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, model: nn.Module, state: _SlotCache, window: _Window, new: torch.Tensor
+    ) -> _Pair:
         """Advance the old slots on their own rows of the cache, prefill the new ones, and
         write the new slots' w columns into the last w columns of the grown batch cache."""
+        input_ids, attention_mask = window  # (N, L), (N, L)
         n = input_ids.shape[0]
         new_idx, old_idx = torch.nonzero(new).squeeze(1), torch.nonzero(~new).squeeze(1)
         new_logits, new_hidden, new_cache, prefill_mask, counts = self._prefill(
@@ -761,13 +761,8 @@ class LMPolicy(nn.Module):
 
     # ------------------------------------------------------------------ GPT-2 fast path
     def _static_step(
-        self,
-        model: nn.Module,
-        state: _SlotCache,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        new: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, model: nn.Module, state: _SlotCache, window: _Window, new: torch.Tensor
+    ) -> _Pair:
         """The schedule of :meth:`_advance` on a preallocated cache, through GPT-2's modules.
 
         ``state.k``/``state.v`` are (layers, N, H, 2L + slack, D), zero-initialised; the live
@@ -775,6 +770,7 @@ class LMPolicy(nn.Module):
         ``[L - w, L)``; a step writes column ``end`` of every row (the new slots' rows are
         recomputed next); the new slots' ``w`` columns go to ``[end - w, end)``.
         """
+        input_ids, attention_mask = window  # (N, L), (N, L)
         n, width = input_ids.shape
         hidden = None
         if bool(new.all()):
@@ -794,7 +790,7 @@ class LMPolicy(nn.Module):
             state.next_pos = state.next_pos + 1
             if not bool(new.any()):
                 return model.lm_head(hidden), hidden
-        return self._static_prefill(model, state, input_ids, attention_mask, new, hidden)
+        return self._static_prefill(model, state, window, new, hidden)
 
     def _static_alloc(self, model: nn.Module, state: _SlotCache, n: int, width: int) -> None:
         """(Re)allocate the static cache for ``n`` slots of width ``width`` if its shape changed."""
@@ -816,13 +812,13 @@ class LMPolicy(nn.Module):
         self,
         model: nn.Module,
         state: _SlotCache,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        window: _Window,
         new: torch.Tensor,
         step_hidden: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> _Pair:
         """Prefill the ``new`` slots into columns ``[end - w, end)`` of their rows; returns the
         (logits, hidden) of every slot (the others' from ``step_hidden``, the step's)."""
+        input_ids, attention_mask = window  # (N, L), (N, L)
         rows = torch.nonzero(new).squeeze(1)
         counts = attention_mask[rows].sum(-1)  # (n_new,)
         w = max(int(counts.max()), 1)

@@ -530,7 +530,10 @@ def staggered(policy: LMPolicy, vocab: int, width: int, steps: int, n_slots: int
     steps, in a left-padded window of ``width``: mixed prefill/advance batches. Returns the
     (steps, n_slots) actions and log-probs and the cache lengths."""
     rng = np.random.default_rng(0)
-    prompts = lambda: [list(rng.integers(1, vocab, rng.integers(1, width // 2))) for _ in range(n_slots)]
+
+    def prompts():
+        return [list(rng.integers(1, vocab, rng.integers(1, width // 2))) for _ in range(n_slots)]
+
     ctx, acts, lps, lengths = prompts(), [], [], []
     for _ in range(steps):
         out = policy.act(batch(ctx, width), None)
