@@ -127,10 +127,11 @@ _Window = tuple[torch.Tensor, torch.Tensor]  # (input_ids (N, L), attention_mask
 _Pair = tuple[torch.Tensor, torch.Tensor]  # (logits (N, V), hidden (N, H)) at the newest token
 
 
-def _additive(keep: torch.Tensor) -> torch.Tensor:
-    """A boolean attention mask as SDPA's additive float mask (0 or -inf): CPU SDPA runs
-    faster on it, and it is built once per step, not once per layer."""
-    return torch.zeros(keep.shape, device=keep.device).masked_fill_(~keep, float("-inf"))
+def _additive(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean attention mask as SDPA's additive mask (0 or -inf) of the queries' dtype:
+    CPU SDPA runs faster on it, and it is built once per step, not once per layer."""
+    zeros = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
+    return zeros.masked_fill_(~keep, float("-inf"))
 
 
 def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -783,7 +784,8 @@ class LMPolicy(nn.Module):
             positions = state.next_pos[:, None]  # (N, 1)
             if self.max_positions is not None:  # a new slot's stale position may be past the end
                 positions = positions.clamp(max=self.max_positions - 1)
-            mask4 = _additive(state.mask[:, None, None, state.start : state.end])  # (N, 1, 1, T)
+            live = state.mask[:, None, None, state.start : state.end]
+            mask4 = _additive(live, state.k.dtype)  # (N, 1, 1, T)
             hidden = self._gpt2_trunk(
                 model, state, input_ids[:, -1:], positions, mask4, None, state.end - 1
             )[:, -1]  # (N, H)
@@ -829,7 +831,7 @@ class LMPolicy(nn.Module):
         state.next_pos[rows] = counts
         causal = torch.ones(w, w, dtype=torch.bool, device=mask.device).tril()
         eye = torch.eye(w, dtype=torch.bool, device=mask.device)  # padding rows see themselves
-        mask4 = _additive(((causal & mask[:, None, :]) | eye)[:, None])  # (n_new, 1, w, w)
+        mask4 = _additive(((causal & mask[:, None, :]) | eye)[:, None], state.k.dtype)  # (n, 1, w, w)
         positions = positions_from_mask(mask.long())
         hidden = self._gpt2_trunk(
             model, state, input_ids[rows, -w:], positions, mask4, rows, state.end - w
