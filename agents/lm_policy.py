@@ -8,7 +8,10 @@ and adds
 - :meth:`LMPolicy.act`, KV-cached stepping of ``N`` env slots of a vector env whose
   observations are left-padded windows (the lm_gym observation contract): slots that
   start an episode are prefilled in one batched forward, all other slots advance by one
-  batched forward over their newest token; never a forward per token of context;
+  batched forward over their newest token; never a forward per token of context. Without
+  ``new_episode`` flags (the plain Gymnasium loop) it tells for itself which slots continue.
+  GPT-2 decodes through its own modules on a preallocated per-slot KV cache; any other
+  Hugging Face LM through its ``forward`` and caches, on the same schedule;
 - sampling with temperature, top-k and top-p (Hugging Face's logits warpers), greedy
   decoding, and vocabulary masking (the env's action mask, and optionally the NLPO mask
   of Ramamurthy et al. 2022, "Is Reinforcement Learning (Not) for NLP?");
@@ -877,6 +880,22 @@ class LMPolicy(nn.Module):
             x = x + _mlp(block.mlp, block.ln_2(x))
         return tr.ln_f(x)
 
+    def _obs_tensors(self, obs: dict[str, Any]) -> _Window:
+        """The observation's (input_ids, attention_mask) as long tensors (N, L), checked."""
+        input_ids = _tensor(obs["input_ids"], self.device, torch.long)
+        attention_mask = _tensor(obs["attention_mask"], self.device, torch.long)
+        if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+            raise InvalidArgument(
+                "obs must hold 'input_ids' and 'attention_mask' of the same shape (N, L), got "
+                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}."
+            )
+        width = input_ids.shape[1]
+        if self.max_positions is not None and width > self.max_positions:
+            raise InvalidArgument(
+                f"observation width L={width} exceeds the model's {self.max_positions} positions."
+            )
+        return input_ids, attention_mask
+
     @torch.no_grad()
     def act(
         self,
@@ -905,18 +924,8 @@ class LMPolicy(nn.Module):
                 rollout needs them; acting alone does not).
         """
         device = self.device
-        input_ids = _tensor(obs["input_ids"], device, torch.long)
-        attention_mask = _tensor(obs["attention_mask"], device, torch.long)
-        if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
-            raise InvalidArgument(
-                "obs must hold 'input_ids' and 'attention_mask' of the same shape (N, L), got "
-                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}."
-            )
-        n, width = input_ids.shape
-        if self.max_positions is not None and width > self.max_positions:
-            raise InvalidArgument(
-                f"observation width L={width} exceeds the model's {self.max_positions} positions."
-            )
+        input_ids, attention_mask = self._obs_tensors(obs)
+        n = input_ids.shape[0]
         state = self._states["policy"]
         if new_episode is None:
             new = ~self._extends_cache(state, input_ids, attention_mask)
@@ -938,11 +947,12 @@ class LMPolicy(nn.Module):
         # the caller's own tensor, edited in place later: keep a copy)
         state.last_ids = input_ids.clone() if input_ids is obs["input_ids"] else input_ids
         state.last_actions = actions
+        actions_np = actions.cpu().numpy().astype(np.int64)
         if not stats:
-            return ActOutput(actions=actions.cpu().numpy().astype(np.int64), logprobs=None, values=None, logits=logits)
+            return ActOutput(actions=actions_np, logprobs=None, values=None, logits=logits)
         logprobs = torch.log_softmax(scaled, -1).gather(-1, actions[:, None]).squeeze(-1)
         return ActOutput(
-            actions=actions.cpu().numpy().astype(np.int64),
+            actions=actions_np,
             logprobs=logprobs.float().cpu().numpy(),
             values=self._value(hidden).float().cpu().numpy(),
             logits=logits,
