@@ -8,7 +8,10 @@ and adds
 - :meth:`LMPolicy.act`, KV-cached stepping of ``N`` env slots of a vector env whose
   observations are left-padded windows (the lm_gym observation contract): slots that
   start an episode are prefilled in one batched forward, all other slots advance by one
-  batched forward over their newest token; never a forward per token of context;
+  batched forward over their newest token; never a forward per token of context. Without
+  ``new_episode`` flags (the plain Gymnasium loop) it tells for itself which slots continue.
+  GPT-2 decodes through its own modules on a preallocated per-slot KV cache; any other
+  Hugging Face LM through its ``forward`` and caches, on the same schedule;
 - sampling with temperature, top-k and top-p (Hugging Face's logits warpers), greedy
   decoding, and vocabulary masking (the env's action mask, and optionally the NLPO mask
   of Ramamurthy et al. 2022, "Is Reinforcement Learning (Not) for NLP?");
@@ -106,10 +109,53 @@ class _SlotCache:
     mask: torch.Tensor | None = None  # (N, T) long: 1 where a cached column is context
     next_pos: torch.Tensor | None = None  # (N,) position id of the next token = context length
     weights_version: int = -1
+    last_ids: torch.Tensor | None = None  # (N, L) the observation windows of the last act
+    last_actions: torch.Tensor | None = None  # (N,) the actions act took from them
+    # GPT-2's static cache (LMPolicy._static_step): keys/values (layers, N, H, T_max, D)
+    # whose live columns are [start, end); ``mask`` is then (N, T_max) bool
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+    start: int = 0
+    end: int = 0
 
     @property
     def length(self) -> int:
+        """Columns of the cache a step attends over."""
+        if self.k is not None:
+            return self.end - self.start
         return 0 if self.mask is None else self.mask.shape[1]
+
+
+_Window = tuple[torch.Tensor, torch.Tensor]  # (input_ids (N, L), attention_mask (N, L))
+_Pair = tuple[torch.Tensor, torch.Tensor]  # (logits (N, V), hidden (N, H)) at the newest token
+
+
+def _additive(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean attention mask as SDPA's additive mask (0 or -inf) of the queries' dtype:
+    CPU SDPA runs faster on it, and it is built once per step, not once per layer."""
+    zeros = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
+    return zeros.masked_fill_(~keep, float("-inf"))
+
+
+def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's MLP; its "gelu_new" (a Python formula of six kernels) as torch's fused tanh GELU."""
+    from transformers.activations import NewGELUActivation
+
+    if type(mlp.act) is NewGELUActivation:
+        return mlp.c_proj(nn.functional.gelu(mlp.c_fc(x), approximate="tanh"))
+    return mlp(x)
+
+
+def _is_plain_gpt2(model: nn.Module) -> bool:
+    """A GPT-2 LM the static fast path can run through its modules (no cross-attention, no
+    active dropout); any other model takes the generic path."""
+    from transformers import GPT2LMHeadModel
+
+    if type(model) is not GPT2LMHeadModel or model.config.add_cross_attention:
+        return False
+    return not model.training or all(
+        m.p == 0 for m in model.modules() if isinstance(m, nn.Dropout)
+    )
 
 
 def _cache_kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -148,16 +194,17 @@ class LMPolicy(nn.Module):
         disable_dropout: set every dropout probability to 0, so that rollout and update
             log-probabilities agree (as TRL does for PPO).
 
-    A rollout with a vector env (``SAME_STEP`` autoreset; with ``NEXT_STEP`` a slot's
-    reset observation arrives one step after the step that ended it, flag that one)::
+    A rollout with a vector env, in the plain Gymnasium loop (the policy sees for itself
+    which windows extend its cache by the action it took and which start an episode)::
 
         obs, info = envs.reset(seed=0)
-        new = np.ones(envs.num_envs, bool)
         for _ in range(n_steps):
-            out = policy.act(obs, new, action_mask=info.get("action_mask"))
+            out = policy.act(obs, action_mask=info.get("action_mask"))
             obs, rewards, terminated, truncated, info = envs.step(out.actions)
-            new = terminated | truncated
         # update with policy.logprobs_of(...); then policy.after_update()
+
+    ``new_episode`` flags (``terminated | truncated`` with ``SAME_STEP`` autoreset) are an
+    optional hint; they give the same actions.
     """
 
     def __init__(
@@ -217,6 +264,8 @@ class LMPolicy(nn.Module):
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self._has_logits_to_keep = "logits_to_keep" in params
         self._generator: torch.Generator | None = None
+        self._fast_path = True  # GPT-2 through its modules on a static cache; False: generic
+        self._plain_gpt2: dict[tuple[int, bool], bool] = {}
         self._param_lists: dict[int, tuple[nn.Module, list[nn.Parameter]]] = {}
         self._mask_tensor: tuple[np.ndarray, torch.Tensor] | None = None
         self._updates = 0
@@ -335,11 +384,11 @@ class LMPolicy(nn.Module):
             self._generator.manual_seed(seed)
 
     def sampler_state(self) -> torch.Tensor | None:
-        """The sampling generator's state (None while unseeded: the global RNG is used)."""
+        """The state of :meth:`act`'s private sampling generator (None when unseeded)."""
         return None if self._generator is None else self._generator.get_state()
 
     def set_sampler_state(self, state: torch.Tensor | None) -> None:
-        """Restore :meth:`sampler_state` (None: back to the global RNG)."""
+        """Restore :meth:`sampler_state` (creating the private generator if needed; None unseeds)."""
         if state is None:
             self._generator = None
             return
@@ -533,6 +582,27 @@ class LMPolicy(nn.Module):
             self._param_lists[id(model)] = (model, params)
         return sum(p._version for p in params)
 
+    @staticmethod
+    def _extends_cache(
+        state: _SlotCache, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """(N,) bool: True where a slot's window is its last window plus the action taken.
+
+        That is: the context is one token longer than the cached one, its newest token is the
+        slot's last action and the older tokens are the last window's (shifted left by one).
+        Such a slot advances its cache; any other (first call, reset, autoreset) is prefilled.
+        """
+        last = state.last_ids
+        if last is None or last.shape != input_ids.shape or last.device != input_ids.device:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        older = attention_mask[:, :-1] != 0  # (N, L-1) context columns before the newest token
+        return (
+            (attention_mask.sum(-1) == state.next_pos + 1)
+            & (attention_mask[:, -1] != 0)
+            & (input_ids[:, -1] == state.last_actions)
+            & ((input_ids[:, :-1] == last[:, 1:]) | ~older).all(-1)
+        )
+
     def _advance(
         self,
         model: nn.Module,
@@ -551,15 +621,49 @@ class LMPolicy(nn.Module):
         slots' ``w`` keys/values go into the last ``w`` columns of their rows. When ``T``
         would pass ``L + cache_slack``, every slot is re-prefilled from its window
         (compaction), so memory stays bounded; so too after a weight or device change.
+        GPT-2 runs on a preallocated cache through its own modules (:meth:`_static_step`),
+        any other model through its ``forward`` and Hugging Face caches; both follow this
+        schedule, so they choose the same tokens.
         """
-        n, width = input_ids.shape
+        key = (id(model), model.training)
+        if key not in self._plain_gpt2:  # walking the modules each step would cost more
+            self._plain_gpt2[key] = _is_plain_gpt2(model)
+        static = self._fast_path and self._plain_gpt2[key]
+        new = self._schedule(model, state, attention_mask, new, static)
+        if static:
+            return self._static_step(model, state, (input_ids, attention_mask), new)
+        if bool(new.all()):
+            logits, hidden, state.cache, state.mask, state.next_pos = self._prefill(
+                model, input_ids, attention_mask
+            )
+            state.kv = _cache_kv(state.cache)
+            state.weights_version = self._weights_version(model)
+            return logits, hidden
+        if not bool(new.any()):  # every slot advances by its newest token: reuse the cache as is
+            return self._generic_step(model, state, input_ids, None)
+        return self._generic_mixed(model, state, (input_ids, attention_mask), new)
+
+    def _schedule(
+        self,
+        model: nn.Module,
+        state: _SlotCache,
+        attention_mask: torch.Tensor,
+        new: torch.Tensor,
+        static: bool,
+    ) -> torch.Tensor:
+        """The slots to prefill: ``new``, or all after a staleness or for compaction.
+
+        Raises if a slot not flagged new does not extend its cached context by one token.
+        """
+        n, width = attention_mask.shape
         slack = width if self.cache_slack is None else self.cache_slack
-        version = self._weights_version(model)
         stale = (
             state.mask is None
             or state.mask.shape[0] != n
-            or state.mask.device != input_ids.device
-            or state.weights_version != version
+            or state.mask.device != attention_mask.device
+            or state.weights_version != self._weights_version(model)
+            or static != (state.k is not None)
+            or (static and state.k.shape[3] != 2 * width + slack)
         )
         if not stale and state.length + 1 > width + slack and not bool(new.all()):
             logger.debug(
@@ -567,7 +671,7 @@ class LMPolicy(nn.Module):
             )
             stale = True
         if stale or bool(new.all()):
-            new = torch.ones(n, dtype=torch.bool, device=input_ids.device)
+            return torch.ones(n, dtype=torch.bool, device=attention_mask.device)
         old = ~new
         if bool(old.any()):
             wrong = (attention_mask[old].sum(-1) != state.next_pos[old] + 1) | (
@@ -580,61 +684,66 @@ class LMPolicy(nn.Module):
                     "extend the cached context by exactly one token; flag every slot whose "
                     "observation starts an episode (after reset or autoreset)."
                 )
+        return new
 
-        new_idx, old_idx = torch.nonzero(new).squeeze(1), torch.nonzero(old).squeeze(1)
-        if len(old_idx) == n:  # every slot advances by its newest token: reuse the cache as is
-            mask = torch.cat([state.mask, attention_mask.new_ones(n, 1)], dim=1)  # (N, T+1)
-            logits, hidden, cache = self._run(
-                model,
-                input_ids[:, -1:],
-                mask,
-                state.next_pos[:, None],
-                state.cache,
-                use_cache=True,
-                last_only=True,
-            )
-            state.cache, state.kv, state.mask = cache, _cache_kv(cache), mask
-            state.next_pos = state.next_pos + 1
-            return logits[:, -1], hidden[:, -1]
+    def _prefill(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Generic prefill of whole windows, minus the columns that are padding in every row
+        (as model.generate, which sees the prompts without the budget's pad).
 
-        # Prefill the new slots over their windows, minus the columns that are padding in
-        # every new row (as model.generate, which sees the prompts without the budget's pad).
-        counts = attention_mask[new_idx].sum(-1)  # (n_new,)
+        Returns (logits (n, V), hidden (n, H), cache, mask (n, w), next positions (n,)).
+        """
+        counts = attention_mask.sum(-1)  # (n,)
         w = max(int(counts.max()), 1)
-        prefill_mask = attention_mask[new_idx, width - w :]  # (n_new, w)
-        new_logits, new_hidden, new_cache = self._run(
-            model,
-            input_ids[new_idx, width - w :],
-            prefill_mask,
-            positions_from_mask(prefill_mask),
-            use_cache=True,
-            last_only=True,
+        mask = attention_mask[:, attention_mask.shape[1] - w :]  # (n, w)
+        logits, hidden, cache = self._run(
+            model, input_ids[:, -w:], mask, positions_from_mask(mask), use_cache=True, last_only=True
         )
-        new_kv = _cache_kv(new_cache)
-        if len(new_idx) == n:  # a fresh batch cache of length w
-            state.cache, state.kv, state.mask = new_cache, new_kv, prefill_mask
-            state.next_pos = counts
-            state.weights_version = version
-            return new_logits[:, -1], new_hidden[:, -1]
+        return logits[:, -1], hidden[:, -1], cache, mask, counts
 
-        # Mixed: advance the old slots on their own rows of the cache, then write the new
-        # slots' w prefilled columns into the last w columns of the grown batch cache.
-        old_mask = torch.cat(
-            [state.mask[old_idx], attention_mask.new_ones(len(old_idx), 1)], dim=1
-        )  # (n_old, T+1)
-        sub_cache = _make_cache([(k[old_idx], v[old_idx]) for k, v in state.kv])
-        old_logits, old_hidden, old_cache = self._run(
-            model,
-            input_ids[old_idx, -1:],
-            old_mask,
-            state.next_pos[old_idx, None],
-            sub_cache,
-            use_cache=True,
-            last_only=True,
+    def _generic_step(
+        self, model: nn.Module, state: _SlotCache, input_ids: torch.Tensor, rows: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One incremental forward of the slots ``rows`` (None: all) over their newest token.
+
+        With ``rows`` None the state advances in place; otherwise it is left as it was and
+        the rows' (logits, hidden, mask (n_old, T+1), cache) come back for the caller.
+        """
+        if rows is None:
+            mask, cache, next_pos = state.mask, state.cache, state.next_pos
+        else:
+            mask, next_pos = state.mask[rows], state.next_pos[rows]
+            cache = _make_cache([(k[rows], v[rows]) for k, v in state.kv])
+            input_ids = input_ids[rows]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # (n, T+1)
+        logits, hidden, cache = self._run(
+            model, input_ids[:, -1:], mask, next_pos[:, None], cache, use_cache=True, last_only=True
         )
+        if rows is not None:
+            return logits[:, -1], hidden[:, -1], mask, cache
+        state.cache, state.kv, state.mask = cache, _cache_kv(cache), mask
+        state.next_pos = state.next_pos + 1
+        return logits[:, -1], hidden[:, -1]
+
+    def _generic_mixed(
+        self, model: nn.Module, state: _SlotCache, window: _Window, new: torch.Tensor
+    ) -> _Pair:
+        """Advance the old slots on their own rows of the cache, prefill the new ones, and
+        write the new slots' w columns into the last w columns of the grown batch cache."""
+        input_ids, attention_mask = window  # (N, L), (N, L)
+        n = input_ids.shape[0]
+        new_idx, old_idx = torch.nonzero(new).squeeze(1), torch.nonzero(~new).squeeze(1)
+        new_logits, new_hidden, new_cache, prefill_mask, counts = self._prefill(
+            model, input_ids[new_idx], attention_mask[new_idx]
+        )
+        old_logits, old_hidden, old_mask, old_cache = self._generic_step(
+            model, state, input_ids, old_idx
+        )
+        w = prefill_mask.shape[1]
         length = max(state.length + 1, w)  # left-pad the old rows if the new window is wider
         kv = []
-        for (k_old, v_old), (k_new, v_new) in zip(_cache_kv(old_cache), new_kv):
+        for (k_old, v_old), (k_new, v_new) in zip(_cache_kv(old_cache), _cache_kv(new_cache)):
             k = k_old.new_zeros((n, k_old.shape[1], length, k_old.shape[3]))  # (N, H, T', D)
             v = v_old.new_zeros((n, v_old.shape[1], length, v_old.shape[3]))
             k[old_idx, :, length - k_old.shape[2] :] = k_old
@@ -650,9 +759,142 @@ class LMPolicy(nn.Module):
         state.kv, state.cache, state.mask, state.next_pos = kv, _make_cache(kv), mask, next_pos
         logits = new_logits.new_empty((n, new_logits.shape[-1]))
         hidden = new_hidden.new_empty((n, new_hidden.shape[-1]))
-        logits[old_idx], logits[new_idx] = old_logits[:, -1], new_logits[:, -1]
-        hidden[old_idx], hidden[new_idx] = old_hidden[:, -1], new_hidden[:, -1]
+        logits[old_idx], logits[new_idx] = old_logits, new_logits
+        hidden[old_idx], hidden[new_idx] = old_hidden, new_hidden
         return logits, hidden
+
+    # ------------------------------------------------------------------ GPT-2 fast path
+    def _static_step(
+        self, model: nn.Module, state: _SlotCache, window: _Window, new: torch.Tensor
+    ) -> _Pair:
+        """The schedule of :meth:`_advance` on a preallocated cache, through GPT-2's modules.
+
+        ``state.k``/``state.v`` are (layers, N, H, 2L + slack, D), zero-initialised; the live
+        columns are ``[state.start, state.end)``. A full prefill puts the windows at
+        ``[L - w, L)``; a step writes column ``end`` of every row (the new slots' rows are
+        recomputed next); the new slots' ``w`` columns go to ``[end - w, end)``.
+        """
+        input_ids, attention_mask = window  # (N, L), (N, L)
+        n, width = input_ids.shape
+        hidden = None
+        if bool(new.all()):
+            self._static_alloc(model, state, n, width)
+            state.mask.zero_()
+            state.start = state.end = width
+        else:  # one forward over the newest token of every slot (new ones are overwritten)
+            state.end += 1
+            state.mask[:, state.end - 1] = True
+            positions = state.next_pos[:, None]  # (N, 1)
+            if self.max_positions is not None:  # a new slot's stale position may be past the end
+                positions = positions.clamp(max=self.max_positions - 1)
+            live = state.mask[:, None, None, state.start : state.end]
+            mask4 = _additive(live, state.k.dtype)  # (N, 1, 1, T)
+            hidden = self._gpt2_trunk(
+                model, state, input_ids[:, -1:], positions, mask4, None, state.end - 1
+            )[:, -1]  # (N, H)
+            state.next_pos = state.next_pos + 1
+            if not bool(new.any()):
+                return model.lm_head(hidden), hidden
+        return self._static_prefill(model, state, window, new, hidden)
+
+    def _static_alloc(self, model: nn.Module, state: _SlotCache, n: int, width: int) -> None:
+        """(Re)allocate the static cache for ``n`` slots of width ``width`` if its shape changed."""
+        slack = width if self.cache_slack is None else self.cache_slack
+        cfg = model.config
+        heads = cfg.n_head
+        shape = (cfg.n_layer, n, heads, 2 * width + slack, cfg.n_embd // heads)
+        param = model.lm_head.weight
+        if state.k is None or state.k.shape != shape or state.k.device != param.device:
+            # zeros, not empty: masked columns are multiplied by 0 attention, NaN would leak
+            state.k = param.new_zeros(shape)
+            state.v = param.new_zeros(shape)
+            state.mask = torch.zeros(shape[1], shape[3], dtype=torch.bool, device=param.device)
+            state.next_pos = torch.zeros(n, dtype=torch.long, device=param.device)
+        state.cache = state.kv = None
+        state.weights_version = self._weights_version(model)
+
+    def _static_prefill(
+        self,
+        model: nn.Module,
+        state: _SlotCache,
+        window: _Window,
+        new: torch.Tensor,
+        step_hidden: torch.Tensor | None,
+    ) -> _Pair:
+        """Prefill the ``new`` slots into columns ``[end - w, end)`` of their rows; returns the
+        (logits, hidden) of every slot (the others' from ``step_hidden``, the step's)."""
+        input_ids, attention_mask = window  # (N, L), (N, L)
+        rows = torch.nonzero(new).squeeze(1)
+        counts = attention_mask[rows].sum(-1)  # (n_new,)
+        w = max(int(counts.max()), 1)
+        mask = attention_mask[rows, -w:].bool()  # (n_new, w)
+        state.mask[rows] = False
+        state.mask[rows, state.end - w : state.end] = mask
+        state.start = min(state.start, state.end - w)
+        state.next_pos[rows] = counts
+        causal = torch.ones(w, w, dtype=torch.bool, device=mask.device).tril()
+        eye = torch.eye(w, dtype=torch.bool, device=mask.device)  # padding rows see themselves
+        mask4 = _additive(((causal & mask[:, None, :]) | eye)[:, None], state.k.dtype)  # (n, 1, w, w)
+        positions = positions_from_mask(mask.long())
+        hidden = self._gpt2_trunk(
+            model, state, input_ids[rows, -w:], positions, mask4, rows, state.end - w
+        )[:, -1]  # (n_new, H)
+        if step_hidden is None:
+            return model.lm_head(hidden), hidden
+        step_hidden[rows] = hidden
+        return model.lm_head(step_hidden), step_hidden
+
+    @staticmethod
+    def _gpt2_trunk(
+        model: nn.Module,
+        state: _SlotCache,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask4: torch.Tensor,
+        rows: torch.Tensor | None,
+        column: int,
+    ) -> torch.Tensor:
+        """GPT-2's blocks over ``ids`` (n, t), as ``GPT2Model.forward`` in eval: final hidden (n, t, H).
+
+        Keys/values go to columns ``[column, column + t)`` of ``rows`` (None: every row), and
+        the tokens attend over the live cache columns (a step, ``rows`` None) or over each
+        other (a prefill) under ``mask4`` (n, 1, t, keys), 0 where attended and -inf elsewhere.
+        """
+        tr = model.transformer
+        n, t = ids.shape
+        x = tr.wte(ids) + tr.wpe(positions)  # (n, t, H)
+        for i, block in enumerate(tr.h):
+            a = block.attn
+            q, k, v = a.c_attn(block.ln_1(x)).split(a.split_size, dim=2)
+            q, k, v = (z.view(n, t, a.num_heads, a.head_dim).transpose(1, 2) for z in (q, k, v))
+            if rows is None:  # (N, heads, t, D) into the batch cache, attend over its live columns
+                state.k[i, :, :, column : column + t] = k
+                state.v[i, :, :, column : column + t] = v
+                k = state.k[i, :, :, state.start : state.end]
+                v = state.v[i, :, :, state.start : state.end]
+            else:
+                state.k[i, rows, :, column : column + t] = k
+                state.v[i, rows, :, column : column + t] = v
+            y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask4, scale=a.scaling)
+            x = x + a.c_proj(y.transpose(1, 2).reshape(n, t, -1))
+            x = x + _mlp(block.mlp, block.ln_2(x))
+        return tr.ln_f(x)
+
+    def _obs_tensors(self, obs: dict[str, Any]) -> _Window:
+        """The observation's (input_ids, attention_mask) as long tensors (N, L), checked."""
+        input_ids = _tensor(obs["input_ids"], self.device, torch.long)
+        attention_mask = _tensor(obs["attention_mask"], self.device, torch.long)
+        if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
+            raise InvalidArgument(
+                "obs must hold 'input_ids' and 'attention_mask' of the same shape (N, L), got "
+                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}."
+            )
+        width = input_ids.shape[1]
+        if self.max_positions is not None and width > self.max_positions:
+            raise InvalidArgument(
+                f"observation width L={width} exceeds the model's {self.max_positions} positions."
+            )
+        return input_ids, attention_mask
 
     @torch.no_grad()
     def act(
@@ -668,39 +910,31 @@ class LMPolicy(nn.Module):
         Args:
             obs: ``{"input_ids": (N, L) int, "attention_mask": (N, L) int}``, left-padded
                 windows whose newest token is at column ``L - 1``.
-            new_episode: (N,) bool, True for slots whose observation starts an episode (the
-                first observation after reset or autoreset). Those slots are prefilled from
-                their window; the others advance by their newest token (the previous action).
-                None means every slot is new. After :meth:`reset_cache`, a change of ``N``,
-                or an optimizer step, every slot is prefilled whatever the flags say.
+            new_episode: optional (N,) bool hint, True for slots whose observation starts an
+                episode (the first observation after reset or autoreset). Flagged slots are
+                prefilled from their window; the others advance by their newest token (the
+                previous action), and one whose window does not extend its cached context by
+                that token is an error. None (the plain Gymnasium loop) decides per slot: a
+                window that is the slot's last window plus the action taken from it advances
+                the cache, any other is prefilled. After :meth:`reset_cache`, a change of
+                ``N``, or an optimizer step, every slot is prefilled whatever the flags say.
             action_mask: (V,) or (N, V), nonzero for valid tokens (``info["action_mask"]``).
             deterministic: take the most likely valid token instead of sampling.
             stats: also return the actions' log-probabilities and the values (a learner's
                 rollout needs them; acting alone does not).
         """
         device = self.device
-        input_ids = _tensor(obs["input_ids"], device, torch.long)
-        attention_mask = _tensor(obs["attention_mask"], device, torch.long)
-        if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
-            raise InvalidArgument(
-                "obs must hold 'input_ids' and 'attention_mask' of the same shape (N, L), got "
-                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}."
-            )
-        n, width = input_ids.shape
-        if self.max_positions is not None and width > self.max_positions:
-            raise InvalidArgument(
-                f"observation width L={width} exceeds the model's {self.max_positions} positions."
-            )
+        input_ids, attention_mask = self._obs_tensors(obs)
+        n = input_ids.shape[0]
+        state = self._states["policy"]
         if new_episode is None:
-            new = torch.ones(n, dtype=torch.bool, device=device)
+            new = ~self._extends_cache(state, input_ids, attention_mask)
         else:
             new = _tensor(new_episode, device, torch.bool).reshape(-1)
             if new.shape[0] != n:
                 raise InvalidArgument(f"new_episode has {new.shape[0]} flags for {n} slots.")
 
-        logits, hidden = self._advance(
-            self.model, self._states["policy"], input_ids, attention_mask, new
-        )
+        logits, hidden = self._advance(self.model, state, input_ids, attention_mask, new)
         valid = self._valid_tokens(action_mask, logits.shape[:-1])  # (N, V) / (V,) or None
         if self.mask_model is not None:
             mask_logits, _ = self._advance(
@@ -709,11 +943,16 @@ class LMPolicy(nn.Module):
             valid = self._nlpo_keep(mask_logits, valid)
         scaled = self._scaled(logits, valid, self.temperature)  # (N, V)
         actions = self._sample(scaled, deterministic)  # (N,)
+        # what the next call's windows must extend to advance the cache (input_ids may be
+        # the caller's own tensor, edited in place later: keep a copy)
+        state.last_ids = input_ids.clone() if input_ids is obs["input_ids"] else input_ids
+        state.last_actions = actions
+        actions_np = actions.cpu().numpy().astype(np.int64)
         if not stats:
-            return ActOutput(actions=actions.cpu().numpy().astype(np.int64), logprobs=None, values=None, logits=logits)
+            return ActOutput(actions=actions_np, logprobs=None, values=None, logits=logits)
         logprobs = torch.log_softmax(scaled, -1).gather(-1, actions[:, None]).squeeze(-1)
         return ActOutput(
-            actions=actions.cpu().numpy().astype(np.int64),
+            actions=actions_np,
             logprobs=logprobs.float().cpu().numpy(),
             values=self._value(hidden).float().cpu().numpy(),
             logits=logits,

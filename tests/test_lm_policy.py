@@ -168,21 +168,25 @@ def test_kv_cached_act_matches_across_frequent_compactions_and_temperature():
 
 
 class ForwardCounter:
-    """Wraps ``model.forward`` and records the (batch, tokens) shape of every call."""
+    """Records the (batch, tokens) shape of every forward of a GPT-2 (generic or fast path
+    alike: both embed the tokens once per forward)."""
 
     def __init__(self, model):
         self.shapes: list[tuple[int, int]] = []
-        inner = model.forward
+        wte = model.transformer.wte
+        inner = wte.forward
 
-        def counted(*args, **kwargs):
-            self.shapes.append(tuple(kwargs["input_ids"].shape))
-            return inner(*args, **kwargs)
+        def counted(ids, *args, **kwargs):
+            self.shapes.append(tuple(ids.shape))
+            return inner(ids, *args, **kwargs)
 
-        model.forward = counted
+        wte.forward = counted
 
 
-def test_one_incremental_forward_never_one_per_token():
+@pytest.mark.parametrize("fast", [True, False])
+def test_one_incremental_forward_never_one_per_token(fast):
     policy = make_policy()
+    policy._fast_path = fast
     counter = ForwardCounter(policy.model)
     ctx = [[1, 2], [3], [6], [7, 8]]
     out = policy.act(batch(ctx), np.ones(4, bool))
@@ -200,7 +204,9 @@ def test_one_incremental_forward_never_one_per_token():
         ctx[i].append(int(out.actions[i]))
     obs = batch(ctx)
     out = policy.act(obs, np.array([False, True, False, True]))
-    assert sorted(counter.shapes) == [(2, 1), (2, 7)]  # one prefill (new) + one step (others)
+    # one prefill (new) + one step (the others; the fast path steps every row, then
+    # overwrites the new ones' rows)
+    assert sorted(counter.shapes) == ([(2, 7), (4, 1)] if fast else [(2, 1), (2, 7)])
     assert policy._states["policy"].length == 7  # old rows were left-padded to fit
     logits, _, _ = teacher_forced_last(policy, obs, out.actions)
     torch.testing.assert_close(out.logits, logits, atol=1e-4, rtol=0)
@@ -443,3 +449,122 @@ def test_read_only_env_arrays_are_accepted_without_warnings():
         out = policy.act(obs, np.ones(2, bool), action_mask=mask)
     assert out.actions.shape == (2,) and out.actions.dtype == np.int64
     assert out.logprobs.shape == (2,) and out.values.shape == (2,)
+
+
+
+def rollout_loop(envs, policy: LMPolicy, steps: int, flags: str | None):
+    """Drive ``policy.act`` in a vector-env loop; ``flags`` None is the plain Gymnasium loop
+    (no new_episode), else the autoreset mode whose new_episode flags are passed."""
+    obs, info = envs.reset(seed=0)
+    new = np.ones(envs.num_envs, bool)
+    done = np.zeros(envs.num_envs, bool)
+    actions, logprobs, eos = [], [], 0
+    for _ in range(steps):
+        out = policy.act(obs, None if flags is None else new, action_mask=info.get("action_mask"))
+        actions.append(out.actions)
+        logprobs.append(out.logprobs)
+        # NextStep: the step after an episode's end returns its reset observation
+        new = done if flags == "NextStep" else None
+        obs, _, terminated, truncated, info = envs.step(out.actions)
+        done = terminated | truncated
+        new = done if new is None else new
+        eos += int(terminated.sum())
+    return np.stack(actions), np.stack(logprobs), eos
+
+
+@pytest.mark.parametrize("mode", ["SameStep", "NextStep"])
+def test_plain_loop_without_flags_advances_the_cache_as_the_flagged_loop(mode):
+    import gymnasium as gym
+
+    import lm_gym  # noqa: F401  (registers the ids)
+
+    def envs():
+        return gym.make_vec("lm_gym/Copy-v0", num_envs=4, vectorization_mode="vector_entry_point",
+                            autoreset_mode=mode, max_new_tokens=6)
+
+    runs = {}
+    for flags in (mode, None):
+        policy = LMPolicy.for_vocab(7, n_layer=2, n_embd=32, n_head=4, n_positions=32, seed=0)
+        policy.seed(5)
+        counter = ForwardCounter(policy.model)
+        runs[flags] = (*rollout_loop(envs(), policy, 40, flags), counter.shapes)
+    (a_flag, lp_flag, eos, shapes_flag), (a_plain, lp_plain, _, shapes_plain) = runs[mode], runs[None]
+    assert eos >= 3  # EOS restarts happened mid-batch
+    np.testing.assert_array_equal(a_plain, a_flag)  # token for token
+    np.testing.assert_array_equal(lp_plain, lp_flag)
+    assert shapes_plain == shapes_flag  # the same prefills and incremental steps
+    assert sum(s[1] == 1 for s in shapes_plain) >= 30  # mostly one-token steps, not re-prefills
+
+
+def test_plain_loop_prefills_repeated_or_foreign_observations_without_error():
+    policy = make_policy()
+    counter = ForwardCounter(policy.model)
+    obs = batch([[1, 2, 3], [4, 5]])
+    out = policy.act(obs, None)
+    policy.act(obs, None)  # the same windows again: nothing to extend, prefilled
+    out = policy.act(obs, None)
+    ctx = [[1, 2, 3, int(out.actions[0])], [4, 5, (int(out.actions[1]) + 1) % V]]
+    counter.shapes.clear()
+    mixed = policy.act(batch(ctx), None)  # slot 0 extends by its action, slot 1 took another token
+    assert sorted(counter.shapes) == [(1, 3), (2, 1)]  # a step of both rows, slot 1's prefill
+    logits, _, _ = teacher_forced_last(policy, batch(ctx), mixed.actions)
+    torch.testing.assert_close(mixed.logits, logits, atol=1e-4, rtol=0)
+
+
+def test_sampler_state_round_trip():
+    obs = batch([[1, 2, 3]] * 64)
+    a, b = make_policy(), make_policy()
+    assert a.sampler_state() is None
+    a.seed(7)
+    a.act(obs, None)
+    state = a.sampler_state()
+    first = a.act(obs, None).actions
+    b.set_sampler_state(state)  # b was unseeded: the generator is created
+    assert b.act(obs, None).actions.tolist() == first.tolist()
+    a.set_sampler_state(None)
+    assert a.sampler_state() is None
+
+
+def staggered(policy: LMPolicy, vocab: int, width: int, steps: int, n_slots: int = 5):
+    """Plain-loop rollouts (new_episode None) of random prompts whose episodes end at random
+    steps, in a left-padded window of ``width``: mixed prefill/advance batches. Returns the
+    (steps, n_slots) actions and log-probs and the cache lengths."""
+    rng = np.random.default_rng(0)
+
+    def prompts():
+        return [list(rng.integers(1, vocab, rng.integers(1, width // 2))) for _ in range(n_slots)]
+
+    ctx, acts, lps, lengths = prompts(), [], [], []
+    for _ in range(steps):
+        out = policy.act(batch(ctx, width), None)
+        acts.append(out.actions)
+        lps.append(out.logprobs)
+        lengths.append(policy._states["policy"].length)
+        restart = prompts()
+        for i in range(n_slots):
+            ended = len(ctx[i]) + 1 >= width or rng.random() < 0.2
+            ctx[i] = restart[i] if ended else ctx[i] + [int(out.actions[i])]
+    return np.stack(acts), np.stack(lps), lengths
+
+
+def builtin_policy(**kwargs) -> LMPolicy:
+    from lm_gym.models import load_model_and_tokenizer
+
+    model, _ = load_model_and_tokenizer("builtin")
+    return LMPolicy(model, **kwargs)
+
+
+@pytest.mark.parametrize("which", ["tiny", "builtin"])
+def test_fast_path_matches_the_generic_path_token_for_token(which):
+    runs = []
+    for fast in (True, False):
+        policy = make_policy(cache_slack=3) if which == "tiny" else builtin_policy(cache_slack=5)
+        policy._fast_path = fast
+        policy.seed(11)
+        vocab = policy.vocab_size if which == "builtin" else V
+        runs.append(staggered(policy, vocab, 16, steps=30))
+    (a_fast, lp_fast, len_fast), (a_slow, lp_slow, len_slow) = runs
+    np.testing.assert_array_equal(a_fast, a_slow)
+    np.testing.assert_allclose(lp_fast, lp_slow, atol=1e-5, rtol=0)
+    assert len_fast == len_slow  # the same schedule, compactions included
+    assert any(b < a for a, b in zip(len_fast, len_fast[1:]))
