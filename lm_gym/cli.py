@@ -319,9 +319,11 @@ RUN_MARKERS = ("config.json", "bench.log", "curve.csv", "done", "agent", "checkp
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool, *, main: bool = True) -> bool:
     """Make sure one folder never mixes two runs: an empty (or new) ``out`` trains afresh; a
     non-empty one needs ``--resume`` (continue it; returns True) or ``--overwrite`` (clear
-    it, if it is a run folder). Only the main process clears."""
+    it, if it is a run folder). Under torchrun only rank 0 checks and clears."""
     if resume and overwrite:
         raise error.InvalidArgument("--resume and --overwrite exclude each other: continue the run in --out, or clear it")
+    if not main:  # torchrun: rank 0 alone judges (and may already be writing into) the folder
+        return resume
     if not out.is_dir() or not any(out.iterdir()):
         return False
     if resume:
@@ -333,12 +335,11 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, *, main: bool = Tr
         )
     if not any((out / name).exists() for name in RUN_MARKERS):
         raise error.InvalidArgument(f"--overwrite: {str(out)!r} is not empty and is not an lm-gym run folder; not clearing it")
-    if main:
-        for child in out.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+    for child in out.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
     return False
 
 
