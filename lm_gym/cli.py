@@ -647,11 +647,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "quickstart", help="train PPO on a toy and a text task and compare it to the baselines", formatter_class=fmt,
         description="The quickstart: PPO on lm_gym/KeywordToy-v0 and lm_gym/SentimentContinuation-v0 with the "
         "built-in model, against the random and zero-shot (model) baselines; prints the table and writes the "
-        "plots. Offline; about 6 minutes on 2 CPU cores. The same as `lm-gym bench --preset quickstart`; "
+        "plots. Offline; about 2.5 minutes on 2 CPU cores. The same as `lm-gym bench --preset quickstart`; "
         "rerun it to finish an interrupted run.",
     )
     p.add_argument("--out", default="runs/quickstart", help="results directory")
-    p.add_argument("--workers", type=positive_int, default=1, help="cells run at once, each in its own process")
+    p.add_argument("--workers", type=positive_int, default=2, help="cells run at once, each in its own process")
     p.add_argument("--budget", type=positive_int, default=None, help="env steps per PPO run (None: the preset's budget per env)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_quickstart)
