@@ -34,7 +34,6 @@ __all__ = [
     "kl_k1",
     "kl_k3",
     "leave_one_out_advantages",
-    "masked_mean",
     "masked_whiten",
     "overlong_penalty",
     "reinforce_pp_advantages",
@@ -61,16 +60,6 @@ def _groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
             f"got shape {tuple(scores.shape)}"
         )
     return scores.reshape(-1, group_size)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None, dim: int | None = None) -> torch.Tensor:
-    """Mean of ``x`` where ``mask`` is nonzero (everywhere without a mask); 0 over an empty mask."""
-    if mask is None:
-        return x.mean() if dim is None else x.mean(dim)
-    m = mask.to(x.dtype)
-    if dim is None:
-        return (x * m).sum() / m.sum().clamp(min=1)
-    return (x * m).sum(dim) / m.sum(dim).clamp(min=1)
 
 
 def masked_whiten(

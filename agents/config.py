@@ -192,23 +192,12 @@ class LMAgentConfig:
         require(self, "toy_model", not unknown, f"unknown keys {unknown}; valid: n_layer, n_embd, n_head")
         require(self, "toy_model", all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                                        for v in self.toy_model.values()), "sizes must be integers >= 1")
-        require(self, "device", _valid_device(self.device), 'use "cpu", "cuda", "cuda:N" (with CUDA) or "auto"')
+        if self.device != "auto":  # "auto": CUDA when there is one
+            from lm_gym.models import check_device
+
+            check_device(self.device)  # the one device rule of lm_gym (names it and what is valid)
 
     def resolved_kl_coef(self, pretrained: bool) -> float:
         if self.kl_coef is not None:
             return float(self.kl_coef)
         return self.default_kl_coef if pretrained else 0.0
-
-
-def _valid_device(device: str) -> bool:
-    import torch
-
-    if device == "auto":
-        return True
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        return False
-    if dev.type == "cuda":
-        return torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
-    return dev.type in ("cpu", "mps", "xpu") and (dev.type != "mps" or torch.backends.mps.is_available())

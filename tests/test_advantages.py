@@ -20,7 +20,6 @@ from agents.advantages import (
     kl_k1,
     kl_k3,
     leave_one_out_advantages,
-    masked_mean,
     masked_whiten,
     overlong_penalty,
     reinforce_pp_advantages,
@@ -37,16 +36,6 @@ def t(x) -> torch.Tensor:
 # Two completions: row 0 has 3 tokens, row 1 has 1 (or 2) and is right-padded.
 MASK_3_1 = t([[1, 1, 1], [1, 0, 0]])
 MASK_3_2 = t([[1, 1, 1], [1, 1, 0]])
-
-
-def test_masked_mean():
-    x = t([[1, 2, 3], [4, 5, 6]])
-    mask = t([[1, 1, 0], [1, 0, 0]])
-    assert_close(masked_mean(x, mask), t(7 / 3))  # (1 + 2 + 4) / 3
-    assert_close(masked_mean(x, mask, dim=1), t([1.5, 4.0]))  # (1 + 2) / 2, 4 / 1
-    assert_close(masked_mean(x), t(3.5))  # 21 / 6
-    assert_close(masked_mean(x, dim=0), t([2.5, 3.5, 4.5]))
-    assert_close(masked_mean(x, torch.zeros_like(x)), t(0.0))  # empty mask -> 0
 
 
 def test_masked_whiten_matches_bessel_corrected_hand_computation():

@@ -319,8 +319,8 @@ def test_config_rejects_non_finite_numbers_and_bools(field, value):
 @pytest.mark.parametrize("kw, match", [
     ({"toy_model": {"n_layers": 2}}, r"unknown keys \['n_layers'\]; valid: n_layer, n_embd, n_head"),
     ({"toy_model": {"n_layer": 0}}, r"sizes must be integers >= 1"),
-    ({"device": "tpu9"}, r"device='tpu9' is invalid"),
-    ({"device": "cuda:0"} if not torch.cuda.is_available() else {"device": "cuda:99"}, r"device='cuda:\d+' is invalid"),
+    ({"device": "tpu9"}, r"Unknown device 'tpu9'; use"),
+    ({"device": "cuda:0"} if not torch.cuda.is_available() else {"device": "cuda:99"}, r"device='cuda:\d+'"),
     ({"lerning_rate": 1e-3}, r"Did you mean 'learning_rate'"),
 ])
 def test_config_errors_name_the_value_and_what_is_valid(kw, match):
