@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from agents.base import autoreset_mode_of
 from agents.lm_policy import Evaluation, LMPolicy, next_tokens
 from lm_gym import error
 
@@ -172,7 +173,7 @@ class _Round:
 def _play(env: VectorEnv, policy: LMPolicy, seeds: np.ndarray, action_mask: Any, deterministic: bool) -> _Round:
     """Reset every slot with ``seeds`` and step until each has finished its first episode."""
     n = env.num_envs
-    same_step = AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)) == AutoresetMode.SAME_STEP
+    same_step = autoreset_mode_of(env) == AutoresetMode.SAME_STEP
     obs, _ = env.reset(seed=[int(s) for s in seeds])
     policy.reset_cache()
     start_ids, start_mask = obs["input_ids"].copy(), obs["attention_mask"].copy()
@@ -244,7 +245,7 @@ def collect(
     n = env.num_envs
     if n % group_size:
         raise error.InvalidArgument(f"samples_per_prompt={group_size} must divide the number of env slots n_envs={n}")
-    if AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)) == AutoresetMode.DISABLED:
+    if autoreset_mode_of(env) == AutoresetMode.DISABLED:
         raise error.InvalidArgument("LM agents need a vector env with autoreset (SAME_STEP or NEXT_STEP), got DISABLED")
     rounds, greedy, greedy_steps = [], [], 0
     for _ in range(math.ceil(batch_size / n)):
