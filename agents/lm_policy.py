@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from lm_gym.error import InvalidArgument, ModelLoadError
+from lm_gym.models import position_ids_from_mask
 
 __all__ = ["ActOutput", "Evaluation", "LMPolicy", "next_tokens"]
 
@@ -93,11 +94,6 @@ def _tensor(x: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.to(device=device, dtype=dtype)
     return torch.tensor(np.asarray(x), device=device).to(dtype)
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids of a left-padded batch: ``cumsum(mask) - 1``, clamped at 0 on the padding."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 @dataclass
@@ -467,7 +463,7 @@ class LMPolicy(nn.Module):
         """
         attention_mask = attention_mask.long()
         logits, hidden, _ = self._run(
-            self.model, input_ids, attention_mask, positions_from_mask(attention_mask)
+            self.model, input_ids, attention_mask, position_ids_from_mask(attention_mask)
         )
         return logits, self._value(hidden)  # (B, T, V), (B, T)
 
@@ -489,16 +485,60 @@ class LMPolicy(nn.Module):
         (V,), (B, V) or (B, T, V); the NLPO mask, if enabled, is recomputed from the mask
         model at every position (never stored).
         """
-        temperature = self.temperature if temperature is None else temperature
-        if temperature <= 0:
-            raise InvalidArgument(f"temperature must be > 0, got {temperature!r}.")
         attention_mask = attention_mask.long()
-        positions = positions_from_mask(attention_mask)
+        positions = position_ids_from_mask(attention_mask)
         logits, hidden, _ = self._run(self.model, input_ids, attention_mask, positions)
-        valid = self._valid_tokens(action_mask, logits.shape[:-1])  # (B, T, V) bool or None
+        mask_logits = None
         if self.mask_model is not None:
             with torch.no_grad():
                 mask_logits, _, _ = self._run(self.mask_model, input_ids, attention_mask, positions)
+        return self._evaluation(logits, hidden, actions, action_mask, mask_logits, temperature)
+
+    def completion_logprobs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        completion_width: int,
+        *,
+        temperature: float | None = None,
+        action_mask: Any = None,
+    ) -> Evaluation:
+        """:meth:`logprobs_of` of the completion only, (B, C) fields, with gradients.
+
+        ``input_ids`` (B, P + C) holds prompts left-padded to ``P`` columns, then completions
+        right-padded to ``C = completion_width``; column ``j`` scores completion token ``j``
+        (padding columns score a valid stand-in token, finite, for a masked sum). One pass of
+        :func:`lm_gym.models.forward.completion_forward`: the LM head on the ``C`` columns only,
+        each distinct prompt run once. ``action_mask`` is (V,) or (B, V).
+        """
+        from lm_gym.models.forward import completion_forward
+
+        c = completion_width
+        logits, hidden = completion_forward(self.model, input_ids, attention_mask, c)
+        mask_logits = None
+        if self.mask_model is not None:
+            with torch.no_grad():
+                mask_logits, _ = completion_forward(self.mask_model, input_ids, attention_mask, c)
+        valid = self._valid_tokens(action_mask, logits.shape[:-1])
+        fill = 0 if valid is None else int(valid.reshape(-1, valid.shape[-1])[0].nonzero()[0])
+        targets = torch.where(attention_mask[:, -c:] != 0, input_ids[:, -c:], fill)
+        return self._evaluation(logits, hidden, targets, action_mask, mask_logits, temperature)
+
+    def _evaluation(
+        self,
+        logits: torch.Tensor,
+        hidden: torch.Tensor,
+        actions: torch.Tensor,
+        action_mask: Any,
+        mask_logits: torch.Tensor | None,
+        temperature: float | None,
+    ) -> Evaluation:
+        """Log-probs of ``actions``, values and entropies from (B, T, V) logits and (B, T, H) states."""
+        temperature = self.temperature if temperature is None else temperature
+        if temperature <= 0:
+            raise InvalidArgument(f"temperature must be > 0, got {temperature!r}.")
+        valid = self._valid_tokens(action_mask, logits.shape[:-1])  # (B, T, V) bool or None
+        if mask_logits is not None:
             valid = self._nlpo_keep(mask_logits, valid)
         scaled = self._scaled(logits, valid, temperature)  # (B, T, V)
         logp_all = torch.log_softmax(scaled, dim=-1)
@@ -698,7 +738,7 @@ class LMPolicy(nn.Module):
         w = max(int(counts.max()), 1)
         mask = attention_mask[:, attention_mask.shape[1] - w :]  # (n, w)
         logits, hidden, cache = self._run(
-            model, input_ids[:, -w:], mask, positions_from_mask(mask), use_cache=True, last_only=True
+            model, input_ids[:, -w:], mask, position_ids_from_mask(mask), use_cache=True, last_only=True
         )
         return logits[:, -1], hidden[:, -1], cache, mask, counts
 
@@ -835,7 +875,7 @@ class LMPolicy(nn.Module):
         causal = torch.ones(w, w, dtype=torch.bool, device=mask.device).tril()
         eye = torch.eye(w, dtype=torch.bool, device=mask.device)  # padding rows see themselves
         mask4 = _additive(((causal & mask[:, None, :]) | eye)[:, None], state.k.dtype)  # (n, 1, w, w)
-        positions = positions_from_mask(mask.long())
+        positions = position_ids_from_mask(mask.long())
         hidden = self._gpt2_trunk(
             model, state, input_ids[rows, -w:], positions, mask4, rows, state.end - w
         )[:, -1]  # (n_new, H)

@@ -23,7 +23,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from agents.base import autoreset_mode_of
-from agents.lm_policy import Evaluation, LMPolicy, next_tokens
+from agents.lm_policy import Evaluation, LMPolicy
 from lm_gym import error
 
 __all__ = ["RolloutBatch", "collect", "teacher_forced"]
@@ -131,24 +131,13 @@ def _pad(b: RolloutBatch, p: int, c: int) -> RolloutBatch:
     )
 
 
-def completion_columns(batch: RolloutBatch) -> slice:
-    """The teacher-forced columns that predict the completion: column ``t`` scores the token
-    at ``t + 1``, so completion token ``j`` (column ``P + j``) is read at ``P - 1 + j``."""
-    p, c = batch.prompt_width, batch.completion_mask.shape[1]
-    return slice(p - 1, p - 1 + c)
-
-
 def teacher_forced(policy: LMPolicy, batch: RolloutBatch, action_mask: np.ndarray | None) -> Evaluation:
-    """ONE forward of ``policy`` over the whole sequences; the :class:`Evaluation`'s fields
-    cut to the completion columns, (B, C) each. Padding targets are replaced by a valid
-    token so that no ``-inf`` enters a masked sum."""
-    ids = batch.input_ids  # (B, P + C)
-    cols = completion_columns(batch)
-    fill = 0 if action_mask is None else int(np.flatnonzero(action_mask)[0])
-    target = torch.full_like(ids, fill)
-    target[:, cols] = torch.where(batch.completion_mask > 0, next_tokens(ids)[:, cols], fill)
-    ev = policy.logprobs_of(ids, batch.attention_mask, target, action_mask=action_mask)
-    return Evaluation(logprobs=ev.logprobs[:, cols], values=ev.values[:, cols], entropy=ev.entropy[:, cols])
+    """ONE teacher-forced pass of ``policy`` over the batch's completions (each distinct prompt
+    run once, the LM head on the completion columns only): the :class:`Evaluation`'s fields
+    (B, C). Padding targets are a valid token, so no ``-inf`` enters a masked sum."""
+    return policy.completion_logprobs(
+        batch.input_ids, batch.attention_mask, batch.completion_mask.shape[1], action_mask=action_mask
+    )
 
 
 # -- playing rounds -------------------------------------------------------------------------

@@ -1,3 +1,4 @@
+import collections
 import os
 
 import pytest
@@ -32,3 +33,18 @@ def tiny_model_dir(tmp_path_factory):
     GPT2LMHeadModel(config).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def passes(monkeypatch):
+    """Counts teacher-forced passes (``completion_forward`` calls) per model id."""
+    import lm_gym.models.forward as forward
+
+    counts, original = collections.Counter(), forward.completion_forward
+
+    def counted(model, *args, **kwargs):
+        counts[id(model)] += 1
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(forward, "completion_forward", counted)
+    return counts

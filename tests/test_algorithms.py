@@ -55,24 +55,25 @@ def test_the_names_the_field_types_resolve(alias, cls_name):
 
 
 @pytest.mark.parametrize("name", ["grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp", "remax"])
-def test_one_pass_costs_one_policy_forward_and_one_reference_forward(name):
+def test_one_pass_costs_one_policy_forward_and_one_reference_forward(name, passes):
     agent = make(name, kl_coef=0.1, dynamic_sampling=False) if name == "dapo" else make(name, kl_coef=0.1)
     policy, reference = count_forwards(agent.policy.model), count_forwards(agent.reference.model)
     batch = agent.rollout()
-    assert reference[0] == 1  # ONE teacher-forced forward of the reference per rollout
+    assert passes[id(agent.reference.model)] == 1  # ONE teacher-forced pass of the reference per rollout
+    assert reference[0] == 2  # its two model calls: each distinct prompt once, then every completion
     policy[0] = 0
     metrics = agent.update(batch)
-    assert policy[0] == 1  # no old-logprob forward: the single pass reuses the current one
+    assert passes[id(agent.policy.model)] == 1  # no old-logprob pass: the single pass reuses the current one
+    assert policy[0] == 2
     assert metrics["train/clip_fraction"] == 0.0  # ratio exactly 1 on fresh samples
 
 
-def test_minibatch_steps_take_one_forward_each_and_later_ones_see_a_ratio():
+def test_minibatch_steps_take_one_forward_each_and_later_ones_see_a_ratio(passes):
     agent = make("gspo", minibatch_size=8, learning_rate=3e-2)
-    policy = count_forwards(agent.policy.model)
     batch = agent.rollout()
-    policy[0] = 0
+    passes.clear()
     metrics = agent.update(batch)
-    assert policy[0] == 4  # 32 completions / 8
+    assert passes[id(agent.policy.model)] == 4  # 32 completions / 8
     assert metrics["train/clip_fraction"] > 0.0  # GSPO's 3e-4 range clips once the policy moved
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.lm_policy import LMPolicy, next_tokens, positions_from_mask
+from agents.lm_policy import LMPolicy, next_tokens
 from lm_gym.error import InvalidArgument, ModelLoadError
+from lm_gym.models import position_ids_from_mask as positions_from_mask
 
 V = 12  # toy vocabulary; id 0 is PAD
 P, G = 4, 4  # max prompt tokens, max new tokens

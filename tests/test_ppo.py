@@ -65,17 +65,14 @@ def test_advantages_put_the_score_at_the_last_token_and_the_kl_on_every_token():
 
 
 @pytest.mark.parametrize("n_epochs, minibatch_size, forwards", [(1, 16, 1), (2, 8, 4), (3, 4, 12)])
-def test_update_is_one_teacher_forced_forward_per_minibatch(n_epochs, minibatch_size, forwards):
+def test_update_is_one_teacher_forced_forward_per_minibatch(n_epochs, minibatch_size, forwards, passes):
     agent = PPO("lm_gym/Copy-v0", env_kwargs=COPY_SMALL, n_envs=16, batch_size=16, seed=0,
                 n_epochs=n_epochs, minibatch_size=minibatch_size, kl_coef=0.1)
-    calls = {"policy": 0, "reference": 0}
-    agent.policy.model.register_forward_hook(lambda *a: calls.__setitem__("policy", calls["policy"] + 1))
-    agent.reference.model.register_forward_hook(lambda *a: calls.__setitem__("reference", calls["reference"] + 1))
     batch = agent.rollout()
-    assert calls["reference"] == 1
-    calls["policy"] = 0
+    assert passes[id(agent.reference.model)] == 1
+    passes.clear()
     metrics = agent.update(batch)
-    assert calls["policy"] == forwards
+    assert passes[id(agent.policy.model)] == forwards
     assert metrics["train/n_minibatch_steps"] == forwards
 
 

@@ -70,18 +70,15 @@ def test_kl_penalty_is_zero_at_the_start_and_enters_the_return():
 
 
 @pytest.mark.parametrize("minibatch_size, forwards", [(None, 1), (4, 4)])
-def test_update_is_one_teacher_forced_forward_per_chunk(minibatch_size, forwards):
+def test_update_is_one_teacher_forced_forward_per_chunk(minibatch_size, forwards, passes):
     agent = Reinforce("lm_gym/Copy-v0", env_kwargs=COPY_SMALL, n_envs=16, batch_size=16, seed=0,
                       minibatch_size=minibatch_size, kl_coef=0.1)
-    calls = {"policy": 0, "reference": 0}
-    agent.policy.model.register_forward_hook(lambda *a: calls.__setitem__("policy", calls["policy"] + 1))
-    agent.reference.model.register_forward_hook(lambda *a: calls.__setitem__("reference", calls["reference"] + 1))
     batch = agent.rollout()
-    assert calls["reference"] == 1  # ONE batched forward scores the whole rollout
-    calls["policy"] = 0
+    assert passes[id(agent.reference.model)] == 1  # ONE batched pass scores the whole rollout
+    passes.clear()
     before = [p.detach().clone() for p in agent.policy.parameters()]
     agent.update(batch)
-    assert calls["policy"] == forwards
+    assert passes[id(agent.policy.model)] == forwards
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
 
 
@@ -93,7 +90,10 @@ def test_gradient_accumulation_matches_the_full_batch():
         batch = agent.rollout()
         agent.update(batch)
         results.append(torch.cat([p.detach().flatten() for p in agent.policy.parameters()]))
-    torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-6)
+    # The chunks may take the other (exact) teacher-forced path, shared or plain prompts:
+    # float rounding of 1e-7, which Adam's normalisation lifts to a few 1e-6 on weights
+    # whose gradient is almost 0.
+    torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-5)
 
 
 def test_config_rejects_bad_values():

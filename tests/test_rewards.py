@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import types
 import warnings
 
 import numpy as np
 import pytest
 
-import lm_gym
 from lm_gym.error import InvalidArgument, RewardError, UnknownName
 from lm_gym.rewards import (
     Composite,
@@ -163,10 +161,9 @@ def test_fluency_loads_named_model_lazily(tiny_lm, monkeypatch):
         calls.append(name)
         return tiny_lm
 
-    fake = types.ModuleType("lm_gym.models")
-    fake.load_frozen = fake_loader
-    monkeypatch.setitem(sys.modules, "lm_gym.models", fake)
-    monkeypatch.setattr(lm_gym, "models", fake, raising=False)
+    import lm_gym.models
+
+    monkeypatch.setattr(lm_gym.models, "load_frozen", fake_loader)
     fluency = Fluency("builtin")
     assert calls == []  # nothing loaded at construction
     fluency(["the dog"], [" sees the ball ."])

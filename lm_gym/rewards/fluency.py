@@ -62,8 +62,8 @@ def sequence_logprobs(
     as the env builds them; an empty prompt is replaced by the BOS (else EOS) token so the
     first completion token has a context. Sequences longer than the model's context are
     cut from the left of the prompt, then from the right of the completion. Each chunk of
-    ``batch_size`` samples costs one forward pass, left-padded, with position ids
-    ``cumsum(attention_mask) - 1`` so padding does not shift positions.
+    ``batch_size`` samples costs one teacher-forced pass (:func:`completion_logprob_sums`),
+    with position ids ``cumsum(attention_mask) - 1`` so padding does not shift positions.
 
     Args:
         model: a Hugging Face causal LM (``model(input_ids, attention_mask=...,
@@ -128,44 +128,32 @@ def sequence_logprobs(
 def completion_logprob_sums(
     model: Any, chunk: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of completion-token log-probs and completion lengths for one left-padded batch
-    of ``(prompt_ids, completion_ids)`` pairs: one teacher-forced forward, the one
-    log-prob routine of lm_gym (fluency, perplexity metrics, pretraining's perplexity)."""
+    """Sum of completion-token log-probs and completion lengths for one batch of
+    ``(prompt_ids, completion_ids)`` pairs: prompts left-padded, completions right-padded,
+    one :func:`lm_gym.models.forward.completion_forward` pass (each distinct prompt run once,
+    the LM head on the completion columns only). The one log-prob routine of lm_gym
+    (fluency, perplexity metrics, pretraining's perplexity)."""
     import torch
+
+    from lm_gym.models.forward import completion_forward
 
     counts = np.array([len(c) for _, c in chunk], dtype=np.int64)
     n_new = int(counts.max())
     if n_new == 0:
         return np.zeros(len(chunk)), counts
-    seq_len = max(len(p) + len(c) for p, c in chunk)
-    input_ids = torch.full((len(chunk), seq_len), pad_id, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((len(chunk), seq_len), dtype=torch.long)  # (B, T)
-    for i, (p, c) in enumerate(chunk):
-        ids = p + c
-        input_ids[i, seq_len - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[i, seq_len - len(ids) :] = 1
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-    input_ids, attention_mask, position_ids = (
-        t.to(device) for t in (input_ids, attention_mask, position_ids)
-    )
-
-    # Completions sit at the right edge; only the last n_new + 1 positions' logits matter.
-    kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
-    try:
-        logits = model(input_ids, logits_to_keep=n_new + 1, **kwargs).logits
-    except TypeError:  # models without logits_to_keep
-        logits = model(input_ids, **kwargs).logits
-    logits = logits[:, -(n_new + 1) : -1].float()  # (B, n_new, V): predicts the next token
-    targets = input_ids[:, -n_new:]  # (B, n_new)
-    token_logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(
-        -1
-    )  # (B, n_new)
-    positions = torch.arange(n_new, device=device)  # (n_new,)
-    completion_mask = positions.unsqueeze(0) >= (
-        n_new - torch.as_tensor(counts, device=device).unsqueeze(1)
-    )  # (B, n_new)
+    p = max(len(prompt) for prompt, _ in chunk)
+    input_ids = torch.full((len(chunk), p + n_new), pad_id, dtype=torch.long)  # (B, P + C)
+    attention_mask = torch.zeros((len(chunk), p + n_new), dtype=torch.long)  # (B, P + C)
+    for i, (prompt, completion) in enumerate(chunk):
+        input_ids[i, p - len(prompt) : p + len(completion)] = torch.tensor(prompt + completion, dtype=torch.long)
+        attention_mask[i, p - len(prompt) : p + len(completion)] = 1
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    logits, _ = completion_forward(model, input_ids, attention_mask, n_new)  # (B, C, V)
+    logits = logits.float()
+    targets = input_ids[:, p:]  # (B, C)
+    token_logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (B, C)
     # where, not multiply: logits at padded positions may be non-finite
-    sums = torch.where(completion_mask, token_logprobs, 0.0).sum(-1)  # (B,)
+    sums = torch.where(attention_mask[:, p:] != 0, token_logprobs, 0.0).sum(-1)  # (B,)
     return sums.double().cpu().numpy(), counts
 
 
