@@ -283,35 +283,82 @@ class SentimentContinuationTask(TextTask):
         return self.sentiment(prompts, completions, **meta)
 
 
+TOPIC_SCORERS = ("classifier", "embedding")
+"""How TopicSteering scores a completion's topic (see :class:`TopicSteeringTask`)."""
+
+
 class TopicSteeringTask(TextTask):
     """Continue the prompt toward a named topic, given at the start of the prompt as
-    ``"<topic>: <story opening>"``.
+    ``"<topic>: <story opening>"``; the story is about another topic, so the zero-shot
+    model, which continues the story, is off-topic and a learner has to steer.
 
-    relevance = :class:`lm_gym.rewards.TopicRelevance` of the completion to the topic: the
-    sentence-embedding cosine with the ``[embed]`` extra installed, else (with a warning)
-    the lexical overlap with the topic's word list. Default weights: fluency 0.3,
-    relevance 0.5, diversity 0.2.
+    relevance (v1, ``topic_scorer="classifier"``) = the built-in classifier's probability
+    of the named topic (:class:`lm_gym.rewards.RewardModel` on the completion alone),
+    times a *language gate* ``min(1, fluency / language_gate)``: a topic only counts in
+    text that reads as language. Without the gate, token soup scored higher than the
+    zero-shot model (the classifier gives it 0.14 for a topic, the model's off-topic
+    story 0.08), and a bag of topic words scored 0.62 (``benchmarks/text_learning.py``
+    docstring has the measurements). Default weights: fluency 0.3, relevance 0.5,
+    diversity 0.2.
 
     Args:
         topic: one topic for every episode, or ``None`` to draw one of the corpus topics
             (other than the story's own) per episode.
-        embedding_model: ``"auto"``, ``"lexical"``, or a sentence-transformers name or path.
+        topic_scorer: ``"classifier"`` (v1) or ``"embedding"`` (v0: the sentence-embedding
+            cosine of :class:`lm_gym.rewards.TopicRelevance`, lexical without ``[embed]``).
+        classifier: the topic classifier of ``"classifier"``: ``"builtin"`` or a local path
+            to a sequence classifier whose labels include every topic.
+        embedding_model: ``"auto"``, ``"lexical"``, or a sentence-transformers name or path
+            (``"embedding"`` only).
+        language_gate: the fluency at and above which relevance counts in full (0.25 is
+            perplexity 16 at the default ``fluency_scale``); ``None`` turns the gate off (v0).
         (and the arguments of :class:`TextTask`)
+
+    Version History:
+        v1: classifier topic probability, gated by fluency. v0: embedding cosine, ungated
+        (random tokens scored above the zero-shot model).
     """
 
     name = "TopicSteering"
     description = "Continue the prompt toward a named topic."
 
-    def __init__(self, topic: str | None = None, embedding_model: str = "auto", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        topic: str | None = None,
+        topic_scorer: str = "classifier",
+        classifier: str | os.PathLike[str] = "builtin",
+        embedding_model: str = "auto",
+        language_gate: float | None = 0.25,
+        **kwargs: Any,
+    ) -> None:
         from lm_gym.models.corpus import TOPICS
-        from lm_gym.rewards import TopicRelevance
 
         if topic is not None and not (isinstance(topic, str) and topic.strip()):
             raise error.InvalidArgument(f"topic must be a non-empty string or None, got {topic!r}")
+        if topic_scorer not in TOPIC_SCORERS:
+            raise error.unknown("topic_scorer", topic_scorer, TOPIC_SCORERS)
+        if language_gate is not None and not (
+            isinstance(language_gate, (int, float)) and not isinstance(language_gate, bool) and 0 < language_gate <= 1
+        ):
+            raise error.InvalidArgument(f"language_gate must be a number in (0, 1] or None, got {language_gate!r}")
         self.topic, self.topics = topic, TOPICS
+        self.topic_scorer, self.language_gate = topic_scorer, language_gate
         super().__init__(**kwargs)
-        self.topic_relevance = TopicRelevance(embedding_model)
-        self.backend = self.topic_relevance.backend  # load (or warn about the fallback) now
+        self.topic_relevance = self._topic_relevance(classifier, embedding_model)
+
+    def _topic_relevance(self, classifier: Any, embedding_model: str) -> Any:
+        """The topic scorer, loaded now (a classifier must know every topic it may be asked)."""
+        from lm_gym.rewards import RewardModel, TopicRelevance
+
+        if self.topic_scorer == "embedding":
+            scorer = TopicRelevance(embedding_model)
+            self.backend = scorer.backend  # load (or warn about the fallback) now
+            return scorer
+        scorer = RewardModel(classifier, label_key="topic", device=self.device)
+        for topic in [self.topic] if self.topic is not None else self.topics:
+            scorer.label_index(topic)  # UnknownName listing the classifier's labels
+        self.backend = "classifier"
+        return scorer
 
     def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
         return [(text, {"topic": meta.get("topic")}) for text, meta in prompts]
@@ -332,7 +379,16 @@ class TopicSteeringTask(TextTask):
         return Prompt(f"{topic}: {text}", {"topic": topic})
 
     def relevance(self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]) -> np.ndarray:
-        return self.topic_relevance(prompts, completions, topic=meta["topic"])
+        """The topic score alone, ungated (:meth:`components` applies the language gate)."""
+        return np.asarray(self.topic_relevance(prompts, completions, topic=meta["topic"]), dtype=np.float64)
+
+    def components(
+        self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
+    ) -> dict[str, np.ndarray]:
+        comps = super().components(prompts, completions, meta)
+        if self.language_gate is not None and self.relevance_fn is None:
+            comps["relevance"] = comps["relevance"] * np.minimum(1.0, comps["fluency"] / self.language_gate)
+        return comps
 
 
 class KeywordStoryTask(TextTask):
