@@ -90,7 +90,7 @@ BUILTIN_TASKS: dict[str, tuple[str, str] | tuple[str, str, dict[str, Any]]] = {
     "lm_gym/TopicSteering-v0": (
         "lm_gym.tasks.text:TopicSteeringTask",
         "Continue the prompt toward a named topic (v0: embedding cosine, ungated; kept as it was).",
-        {"topic_scorer": "embedding", "language_gate": None},
+        {"topic_scorer": "embedding", "language_gate": None, "bridge": None},
     ),
     "lm_gym/TopicSteering-v1": (
         "lm_gym.tasks.text:TopicSteeringTask",
