@@ -15,7 +15,7 @@ from agents import evaluate, make
 
 TEXT_IDS = [
     "lm_gym/SentimentContinuation-v0",
-    "lm_gym/TopicSteering-v0",
+    "lm_gym/TopicSteering-v1",
     "lm_gym/KeywordStory-v0",
     "lm_gym/Continuation-v0",
 ]

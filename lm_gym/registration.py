@@ -71,7 +71,7 @@ def list_envs() -> dict[str, str]:
     return dict(_descriptions)
 
 
-BUILTIN_TASKS: dict[str, tuple[str, str]] = {
+BUILTIN_TASKS: dict[str, tuple[str, str] | tuple[str, str, dict[str, Any]]] = {
     "lm_gym/Copy-v0": ("lm_gym.tasks.toy:CopyTask", "Reproduce the prompt string (toy characters)."),
     "lm_gym/Reverse-v0": ("lm_gym.tasks.toy:ReverseTask", "Write the prompt string reversed (toy characters)."),
     "lm_gym/Addition-v0": ("lm_gym.tasks.toy:AdditionTask", "Write the sum of the two numbers (digits, + and =)."),
@@ -89,7 +89,12 @@ BUILTIN_TASKS: dict[str, tuple[str, str]] = {
     ),
     "lm_gym/TopicSteering-v0": (
         "lm_gym.tasks.text:TopicSteeringTask",
-        "Continue the prompt toward a named topic.",
+        "Continue the prompt toward a named topic (v0: embedding cosine, ungated; kept as it was).",
+        {"topic_scorer": "embedding", "language_gate": None, "bridge": None},
+    ),
+    "lm_gym/TopicSteering-v1": (
+        "lm_gym.tasks.text:TopicSteeringTask",
+        "Continue the prompt toward a named topic (classifier probability, gated by fluency).",
     ),
     "lm_gym/KeywordStory-v0": (
         "lm_gym.tasks.text:KeywordStoryTask",
@@ -103,6 +108,6 @@ BUILTIN_TASKS: dict[str, tuple[str, str]] = {
 
 
 def register_builtin() -> None:
-    for env_id, (path, description) in BUILTIN_TASKS.items():
+    for env_id, (path, description, *kwargs) in BUILTIN_TASKS.items():
         if env_id not in gym.registry:
-            register_task(env_id, path, description=description)
+            register_task(env_id, path, description=description, **(kwargs[0] if kwargs else {}))

@@ -96,6 +96,33 @@ def test_topic_steering_names_the_topic():
     assert on[0] > off[0]
 
 
+def test_topic_steering_v1_bridges_to_the_topic_and_gates_relevance_by_fluency():
+    from lm_gym.models.corpus import topic_nouns
+
+    env = gym.make("lm_gym/TopicSteering-v1", topic="space")
+    _, info = env.reset(seed=0)
+    assert info["prompt"].startswith("space: ") and info["prompt"].rsplit(" ", 1)[1] in topic_nouns("space")
+    task = env.unwrapped.task
+    prompt = "space: There was once a windy puddle across the window. Then the pilot"
+    texts = [" behind the launchpad. In the end, Tabel felt cheerful and grateful.",  # a trained policy's
+             " baked bread and soup for dinner in the kitchen.",
+             " rocket moon galaxy star comet planet orbit astronaut"]
+    _, comps = task.score([prompt] * 3, texts, {"topic": ["space"] * 3})
+    evidence = task.topic_evidence(texts, ["space"] * 3)
+    assert evidence[0] > 0.9 and evidence[1] < 0.1  # the classifier's topic evidence, before the gate
+    assert comps["relevance"][0] > 0.9 and comps["relevance"][1] < 0.1
+    assert evidence[2] > 0.9 and comps["relevance"][2] < 0.1  # a bag of topic words is not language
+
+
+def test_topic_steering_v1_bad_arguments_name_the_valid_values():
+    with pytest.raises(error.UnknownName, match="'space'"):
+        gym.make("lm_gym/TopicSteering-v1", topic="spaec")
+    with pytest.raises(error.InvalidArgument, match="noun"):
+        gym.make("lm_gym/TopicSteering-v1", bridge="Then the")
+    with pytest.raises(error.UnknownName, match="'classifier', 'embedding'"):
+        gym.make("lm_gym/TopicSteering-v1", topic_scorer="cosine")
+
+
 def test_sentiment_task_rewards_positive_text():
     env = gym.make("lm_gym/SentimentContinuation-v0")
     task = env.unwrapped.task

@@ -30,12 +30,16 @@ TOY_ENVS = [
 ]
 TEXT_ENVS = [
     "lm_gym/SentimentContinuation-v0",
-    "lm_gym/TopicSteering-v0",
+    "lm_gym/TopicSteering-v1",
     "lm_gym/KeywordStory-v0",
     "lm_gym/Continuation-v0",
 ]
 BASELINES = ("random", "model")
 """Agents that are evaluated without training: the floor and the zero-shot model."""
+TEXT_LEARNERS = ["grpo", "ppo"]
+"""The default learners of the ``text-suite`` preset."""
+TEXT_BATCH = {"n_envs": 64, "batch_size": 64, "samples_per_prompt": 4}
+"""The ``text-suite`` learners' batch: 16 prompts x 4 samples (64 completions an iteration)."""
 
 
 @dataclass
@@ -232,6 +236,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_episodes=100,
         workers=2,
     ),
+    "text-suite": dict(
+        envs=TEXT_ENVS,
+        agents=[*BASELINES, *TEXT_LEARNERS],
+        seeds=3,
+        budget=10**9,
+        time_budget=300.0,
+        eval_episodes=128,
+        agent_kwargs={a: dict(TEXT_BATCH) for a in TEXT_LEARNERS},
+        workers=1,
+        threads=1,
+    ),
     "smoke": dict(
         envs=["lm_gym/Copy-v0"],
         agents=["random"],
@@ -243,7 +258,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 """Named grids: ``quickstart`` (what ``lm-gym quickstart`` runs; ~2.5 minutes on 2 cores),
 ``readme`` (the README's results table: all nine ids, every agent, 3 seeds, 20k env steps;
-~18 minutes with 2 workers on 2 cores), ``smoke`` (seconds; checks an install)."""
+~18 minutes with 2 workers on 2 cores), ``text-suite`` (the text-learning protocol of
+``benchmarks/text_learning.py``: the four text ids, random and zero-shot rows, GRPO and PPO
+with 16 prompts x 4 samples, 3 seeds, 300 s of one core per learning run and no step
+limit, evaluated on 128 episodes of the held-out ``split="test"`` prompts, one sample
+each, the same evaluation seeds for every agent; ~2 hours on one core), ``smoke``
+(seconds; checks an install)."""
 
 
 def preset(name: str, **overrides: Any) -> BenchConfig:

@@ -25,7 +25,7 @@ from lm_gym import error
 if TYPE_CHECKING:
     from lm_gym.bench.report import CellRecord
 
-__all__ = ["Aggregates", "aggregate", "aggregates_markdown", "normalised_scores", "plot_aggregates", "probability_of_improvement"]
+__all__ = ["Aggregates", "aggregate", "aggregates_markdown", "mean_ci", "normalised_scores", "plot_aggregates", "probability_of_improvement"]
 
 
 def _rliable() -> tuple[Any, Any]:
@@ -193,3 +193,21 @@ def plot_aggregates(agg: Aggregates, out_dir: Any) -> list[Any]:
     fig.savefig(written[-1], dpi=110, bbox_inches="tight")
     plt.close("all")
     return written
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of a few runs (seeds) of one agent on one task with
+    its Student-t confidence interval, the interval that holds for 3-5 seeds (a bootstrap
+    of 3 values has 10 distinct resamples). One value: its interval is ``(nan, nan)``."""
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    if not len(x):
+        raise error.InvalidArgument("mean_ci needs at least one finite value")
+    if not 0 < confidence < 1:
+        raise error.InvalidArgument(f"confidence must be in (0, 1), got {confidence!r}")
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, float("nan"), float("nan")
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return mean, mean - half, mean + half

@@ -342,6 +342,19 @@ def topic_words(topic: str) -> list[str]:
     return list(dict.fromkeys(words))
 
 
+def topic_nouns(topic: str) -> list[str]:
+    """The nouns of ``topic`` that no other topic's lexicon uses (TopicSteering's bridge
+    words: each names one topic only).
+
+    Raises:
+        UnknownName: if ``topic`` is not one of :data:`TOPICS`.
+    """
+    if topic not in _TOPIC_LEXICON:
+        raise unknown("topic", topic, TOPICS)
+    others = {w for t in TOPICS if t != topic for w in topic_words(t)}
+    return [n for n in _TOPIC_LEXICON[topic]["nouns"] if n not in others]
+
+
 # ---------------------------------------------------------------------------- generator
 
 class _StoryWriter:

@@ -283,35 +283,97 @@ class SentimentContinuationTask(TextTask):
         return self.sentiment(prompts, completions, **meta)
 
 
-class TopicSteeringTask(TextTask):
-    """Continue the prompt toward a named topic, given at the start of the prompt as
-    ``"<topic>: <story opening>"``.
+TOPIC_SCORERS = ("classifier", "embedding")
+"""How TopicSteering scores a completion's topic (see :class:`TopicSteeringTask`)."""
 
-    relevance = :class:`lm_gym.rewards.TopicRelevance` of the completion to the topic: the
-    sentence-embedding cosine with the ``[embed]`` extra installed, else (with a warning)
-    the lexical overlap with the topic's word list. Default weights: fluency 0.3,
-    relevance 0.5, diversity 0.2.
+
+class TopicSteeringTask(TextTask):
+    """Continue the prompt toward a named topic. The prompt is ``"<topic>: <story opening>
+    <bridge>"``: the story is about another topic, and the bridge, a sentence start with
+    one of the named topic's own nouns (``"Then the rocket"``), turns it toward the named
+    topic in a form the LM can follow; a learner has to keep the text there rather than
+    drift back to the story's topic.
+
+    relevance (v1) = the built-in classifier's *evidence* for the named topic
+    (:meth:`topic_evidence`: how far above chance it puts the topic among the corpus
+    topics, 0 for text with no topic), times a *language gate*
+    ``min(1, fluency / language_gate)``: a topic only counts in text that reads as
+    language. Measured on 128 held-out prompts (24 tokens): v0's ungated embedding cosine
+    gave random tokens 0.16 and the zero-shot model 0.08, and a bag of topic words 0.34;
+    the classifier's raw probability gave random tokens 0.14, a bag of topic words 0.66 and
+    the model's generic closing line ("Let us come back tomorrow," said ...) 0.12 for
+    every topic, which a learner exploited. Gated evidence: random 0.001, a bag of topic
+    words 0.05, the generic line 0.02, the zero-shot model 0.17 (with the bridge), a
+    corpus span of the named topic 0.76 (those last three without the bridge). Default weights: fluency 0.3, relevance 0.5,
+    diversity 0.2.
 
     Args:
         topic: one topic for every episode, or ``None`` to draw one of the corpus topics
             (other than the story's own) per episode.
-        embedding_model: ``"auto"``, ``"lexical"``, or a sentence-transformers name or path.
+        topic_scorer: ``"classifier"`` (v1) or ``"embedding"`` (v0: the sentence-embedding
+            cosine of :class:`lm_gym.rewards.TopicRelevance`, lexical without ``[embed]``).
+        classifier: the topic classifier of ``"classifier"``: ``"builtin"`` or a local path
+            to a sequence classifier whose labels include every topic.
+        embedding_model: ``"auto"``, ``"lexical"``, or a sentence-transformers name or path
+            (``"embedding"`` only).
+        language_gate: the fluency at and above which relevance counts in full (0.25 is
+            perplexity 16 at the default ``fluency_scale``); ``None`` turns the gate off (v0).
+        bridge: the sentence start appended to the prompt, with one of the named topic's own
+            nouns (``"Then the rocket"``), so the topic is in a context the LM can follow;
+            ``None``: no bridge (v0).
         (and the arguments of :class:`TextTask`)
+
+    Version History:
+        v1: the classifier's topic evidence, gated by fluency; the prompt ends with a bridge.
+        v0: the embedding cosine, ungated, no bridge (random tokens scored above the
+        zero-shot model); still registered, unchanged.
     """
 
     name = "TopicSteering"
     description = "Continue the prompt toward a named topic."
 
-    def __init__(self, topic: str | None = None, embedding_model: str = "auto", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        topic: str | None = None,
+        topic_scorer: str = "classifier",
+        classifier: str | os.PathLike[str] = "builtin",
+        embedding_model: str = "auto",
+        language_gate: float | None = 0.25,
+        bridge: str | None = "Then the {noun}",
+        **kwargs: Any,
+    ) -> None:
         from lm_gym.models.corpus import TOPICS
-        from lm_gym.rewards import TopicRelevance
 
         if topic is not None and not (isinstance(topic, str) and topic.strip()):
             raise error.InvalidArgument(f"topic must be a non-empty string or None, got {topic!r}")
+        if topic_scorer not in TOPIC_SCORERS:
+            raise error.unknown("topic_scorer", topic_scorer, TOPIC_SCORERS)
+        if bridge is not None and not (isinstance(bridge, str) and "{noun}" in bridge):
+            raise error.InvalidArgument(f"bridge must be a string with a '{{noun}}' field or None, got {bridge!r}")
+        if language_gate is not None and not (
+            isinstance(language_gate, (int, float)) and not isinstance(language_gate, bool) and 0 < language_gate <= 1
+        ):
+            raise error.InvalidArgument(f"language_gate must be a number in (0, 1] or None, got {language_gate!r}")
         self.topic, self.topics = topic, TOPICS
+        self.topic_scorer, self.language_gate, self.bridge = topic_scorer, language_gate, bridge
         super().__init__(**kwargs)
-        self.topic_relevance = TopicRelevance(embedding_model)
-        self.backend = self.topic_relevance.backend  # load (or warn about the fallback) now
+        self.topic_relevance = self._topic_relevance(classifier, embedding_model)
+
+    def _topic_relevance(self, classifier: Any, embedding_model: str) -> Any:
+        """The topic scorer, loaded now (a classifier must know every topic it may be asked)."""
+        from lm_gym.rewards import RewardModel, TopicRelevance
+
+        if self.topic_scorer == "embedding":
+            scorer = TopicRelevance(embedding_model)
+            self.backend = scorer.backend  # load (or warn about the fallback) now
+            return scorer
+        scorer = RewardModel(classifier, label_key="topic", device=self.device)
+        if self.topic is not None and self.topic not in self.topics:
+            raise error.unknown("topic of the classifier scorer", self.topic, self.topics)
+        for topic in self.topics:
+            scorer.label_index(topic)  # UnknownName listing the classifier's labels
+        self.backend = "classifier"
+        return scorer
 
     def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
         return [(text, {"topic": meta.get("topic")}) for text, meta in prompts]
@@ -329,10 +391,40 @@ class TopicSteeringTask(TextTask):
         if topic is None:  # a topic the story is not already about
             others = [t for t in self.topics if t != meta.get("topic")]
             topic = others[int(np_random.integers(len(others)))]
-        return Prompt(f"{topic}: {text}", {"topic": topic})
+        if self.bridge is None:
+            return Prompt(f"{topic}: {text}", {"topic": topic})
+        from lm_gym.models.corpus import topic_nouns
+
+        nouns = topic_nouns(topic) if topic in self.topics else [topic]
+        noun = nouns[int(np_random.integers(len(nouns)))]
+        return Prompt(f"{topic}: {text} {self.bridge.format(noun=noun)}", {"topic": topic})
 
     def relevance(self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]) -> np.ndarray:
-        return self.topic_relevance(prompts, completions, topic=meta["topic"])
+        """The topic score alone, ungated (:meth:`components` applies the language gate)."""
+        if self.topic_scorer == "embedding":
+            return self.topic_relevance(prompts, completions, topic=meta["topic"])
+        return self.topic_evidence(completions, meta["topic"])
+
+    def topic_evidence(self, completions: Sequence[str], topics: Sequence[str]) -> np.ndarray:
+        """How far above chance the classifier puts each completion's named topic among the
+        K task topics: ``max(0, (q - 1/K) / (1 - 1/K))`` with ``q`` the softmax of the topic
+        logits, shape (B,). Text with no topic (a generic sentence, which the multi-label
+        sigmoid still gives ~0.12 for every topic) scores 0, one clearly on the topic ~1."""
+        columns = [self.topic_relevance.label_index(t) for t in self.topics]
+        logits = self.topic_relevance.logits(completions)[:, columns]  # (B, K)
+        q = np.exp(logits - logits.max(1, keepdims=True))
+        q /= q.sum(1, keepdims=True)
+        k = len(self.topics)
+        named = q[np.arange(len(completions)), [self.topics.index(t) for t in topics]]  # (B,)
+        return np.clip((named - 1.0 / k) / (1.0 - 1.0 / k), 0.0, 1.0)
+
+    def components(
+        self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
+    ) -> dict[str, np.ndarray]:
+        comps = super().components(prompts, completions, meta)
+        if self.language_gate is not None and self.relevance_fn is None:
+            comps["relevance"] = comps["relevance"] * np.minimum(1.0, comps["fluency"] / self.language_gate)
+        return comps
 
 
 class KeywordStoryTask(TextTask):

@@ -1,0 +1,102 @@
+"""Learning on every text task: the ``text-suite`` preset (issue 11), run and tabulated.
+
+For each text task (SentimentContinuation, TopicSteering-v1, KeywordStory, Continuation)
+the preset runs the random agent, the zero-shot model and the default learners (GRPO and
+PPO, 16 prompts x 4 samples an iteration) with 3 seeds, each learning run for a time
+budget of one core (``--seconds``, default 300; one torch thread a run, ``--parallel``
+runs at a time), and evaluates every run on 128 episodes of the held-out ``split="test"``
+prompts. Each run is a cell of the benchmark harness (``lm_gym.bench``): the results
+directory keeps curves, evaluations and samples, and a rerun finishes only missing cells.
+
+The table: per task and agent, the final reward's mean over seeds with its 95 % Student-t
+interval (:func:`lm_gym.bench.stats.mean_ci`), the gain over the zero-shot row, each
+reward component, and the fluency ratio to zero-shot (issue 11 asks: gain >= +0.10 with
+fluency >= 0.9 x zero-shot). ``results.md`` next to it has the harness's tables and the
+rliable aggregates over normalised scores (:mod:`lm_gym.bench.stats`).
+
+    python benchmarks/text_learning.py --out runs/text_learning [--seconds 300] [--seeds 3] [--parallel 1]
+
+The same grid from the CLI: ``lm-gym bench --preset text-suite --out runs/text_learning``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from lm_gym.bench import preset, run_bench
+from lm_gym.bench.config import PRESETS, TEXT_BATCH
+from lm_gym.bench.report import CellRecord, group, load_results, short
+from lm_gym.bench.stats import mean_ci
+
+SUITE = "text-suite"
+COMPONENTS = ("fluency", "relevance", "diversity")
+
+
+def fmt(value: tuple[float, float, float]) -> str:
+    mean, lo, hi = value
+    return f"{mean:.3f}" if math.isnan(lo) else f"{mean:.3f} ± {(hi - lo) / 2:.3f}"
+
+
+def table(records: Sequence[CellRecord], envs: Sequence[str], agents: Sequence[str]) -> str:
+    """One Markdown row per task x agent: reward mean ± 95 % CI half-width over seeds, the
+    gain over the zero-shot (``model``) mean, the components and fluency / zero-shot."""
+    groups = group(records)
+    lines = [
+        "| task | agent | seeds | reward (95 % CI) | Δ vs zero-shot | " + " | ".join(COMPONENTS)
+        + " | fluency / zero-shot | env steps |",
+        "|---|---|---|---|---|" + "---|" * len(COMPONENTS) + "---|---|",
+    ]
+    for env_id in envs:
+        zero = groups.get((env_id, "model"), [])
+        zero_reward = mean_ci([r.eval["mean_reward"] for r in zero])[0] if zero else math.nan
+        zero_fluency = mean_ci([r.components["fluency"] for r in zero])[0] if zero else math.nan
+        for agent in agents:
+            runs = groups.get((env_id, agent))
+            if not runs:
+                continue
+            reward = mean_ci([r.eval["mean_reward"] for r in runs])
+            comps = {k: mean_ci([r.components.get(k, math.nan) for r in runs])[0] for k in COMPONENTS}
+            steps = sum(r.eval.get("num_timesteps", 0) for r in runs) / len(runs)
+            name = "zero-shot" if agent == "model" else agent
+            lines.append(
+                f"| {short(env_id)} | {name} | {len(runs)} | {fmt(reward)} | {reward[0] - zero_reward:+.3f} | "
+                + " | ".join(f"{comps[k]:.3f}" for k in COMPONENTS)
+                + f" | {comps['fluency'] / zero_fluency:.2f} | {steps:,.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    base = PRESETS[SUITE]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/text_learning", help="results directory (reruns resume)")
+    parser.add_argument("--envs", nargs="*", default=list(base["envs"]))
+    parser.add_argument("--learners", nargs="*", default=[a for a in base["agents"] if a not in ("random", "model")])
+    parser.add_argument("--seconds", type=float, default=base["time_budget"], help="training seconds per run")
+    parser.add_argument("--steps", type=int, default=base["budget"], help="also stop a run after this many env steps")
+    parser.add_argument("--seeds", type=int, default=base["seeds"])
+    parser.add_argument("--episodes", type=int, default=base["eval_episodes"], help="held-out evaluation episodes per run")
+    parser.add_argument("--parallel", type=int, default=base["workers"], help="runs at once (one thread each)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    agents = ["random", "model", *args.learners]
+    config = preset(
+        SUITE, envs=args.envs, agents=agents, seeds=args.seeds, budget=args.steps, time_budget=args.seconds,
+        eval_episodes=args.episodes, workers=args.parallel,
+        agent_kwargs={a: dict(TEXT_BATCH) for a in args.learners},
+    )
+    out = Path(args.out)
+    run_bench(config, out, progress=True, report=True)
+    records = [r for r in load_results(out) if r.seed in config.seed_list]
+    text = table(records, config.envs, agents)
+    (out / "text_learning.md").write_text(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

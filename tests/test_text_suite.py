@@ -1,0 +1,68 @@
+"""The ``text-suite`` preset (issue 11's text-learning protocol) and the table of
+``benchmarks/text_learning.py``, on synthetic results with known values."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from lm_gym import bench, error
+from lm_gym.bench.config import BASELINES, TEXT_BATCH, TEXT_ENVS
+from lm_gym.bench.report import CellRecord
+from lm_gym.bench.runner import check_grid, eval_env_kwargs
+from lm_gym.bench.stats import mean_ci
+
+T_975_2 = 4.302652729911275  # Student t quantile, 2 degrees of freedom
+
+
+def load_script():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "text_learning.py"
+    spec = importlib.util.spec_from_file_location("text_learning", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_text_suite_preset_is_the_stated_protocol():
+    config = bench.preset("text-suite")
+    check_grid(config)  # every id registered, every agent known
+    assert config.envs == TEXT_ENVS and "lm_gym/TopicSteering-v1" in config.envs
+    assert config.agents == [*BASELINES, "grpo", "ppo"]
+    assert (config.seed_list, config.time_budget, config.eval_episodes, config.threads) == ([0, 1, 2], 300.0, 128, 1)
+    cells = config.cells()
+    assert len(cells) == 4 * 4 * 3
+    for cell in cells:
+        assert eval_env_kwargs(cell)["split"] == "test"  # held-out prompts
+        assert cell.agent_kwargs == (TEXT_BATCH if cell.agent not in BASELINES else {})
+    assert len({c.eval_seed for c in cells if c.seed == 0}) == 1  # every agent sees the same episodes
+
+
+def test_mean_ci_is_the_student_t_interval():
+    mean, lo, hi = mean_ci([0.5, 0.6, 0.7])
+    half = T_975_2 * 0.1 / math.sqrt(3)
+    assert mean == pytest.approx(0.6) and (lo, hi) == (pytest.approx(0.6 - half), pytest.approx(0.6 + half))
+    one = mean_ci([0.4])
+    assert one[0] == 0.4 and math.isnan(one[1]) and math.isnan(one[2])
+    with pytest.raises(error.InvalidArgument, match="at least one finite value"):
+        mean_ci([])
+
+
+def record(env_id, agent, seed, reward, fluency):
+    comps = {"reward/fluency": fluency, "reward/relevance": 0.5, "reward/diversity": 0.9}
+    return CellRecord(env_id, agent, seed, {"mean_reward": reward, "num_timesteps": 1000 * (agent == "grpo"), **comps})
+
+
+def test_text_learning_table_has_ci_gain_and_fluency_ratio():
+    env = "lm_gym/TopicSteering-v1"
+    records = [record(env, "model", s, 0.4, 0.5) for s in range(3)]
+    records += [record(env, "random", s, 0.2, 0.0) for s in range(3)]
+    records += [record(env, "grpo", s, r, f) for s, (r, f) in enumerate([(0.5, 0.45), (0.6, 0.5), (0.7, 0.55)])]
+    rows = {line.split(" | ")[1]: line for line in load_script().table(records, [env], ["random", "model", "grpo"]).splitlines()[2:]}
+    assert list(rows) == ["random", "zero-shot", "grpo"]
+    half = T_975_2 * 0.1 / math.sqrt(3)
+    assert f"| 0.600 ± {half:.3f} | +0.200 | 0.500 | 0.500 | 0.900 | 1.00 | 1,000 |" in rows["grpo"]
+    assert "| 0.400 ± 0.000 | +0.000 |" in rows["zero-shot"]
+    assert "| 0.200 ± 0.000 | -0.200 | 0.000 |" in rows["random"] and "| 0.00 |" in rows["random"]
