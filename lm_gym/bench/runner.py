@@ -6,10 +6,13 @@ Every cell writes into its own directory ``<out>/<env>/<agent>/seed<N>/``:
 * ``config.json`` — the cell, the agent's resolved config and library versions;
 * ``curve.csv`` — one row per update of a learning agent: ``timesteps``, ``time_s``,
   ``reward`` (``rollout/ep_rew_mean``) and each ``reward/<component>``; non-learning agents
-  get a single row from the final evaluation;
+  get a single row from the final evaluation; a cell with ``eval_every`` also has
+  ``eval/reward``, ``eval/kl`` (and ``eval/gold_reward``) columns, filled on the rows where
+  an evaluation ran (a first row at ``timesteps`` 0 before training, then every
+  ``eval_every`` env steps) and empty on the others, as Stable-Baselines3's EvalCallback logs;
 * ``metrics.jsonl`` — every metric the agent logged, one JSON object per update;
-* ``eval.json`` — the final :func:`agents.evaluate` (mean/std reward, components, text metrics)
-  plus ``num_timesteps``, ``train_seconds`` and ``eval_seconds``;
+* ``eval.json`` — the final :func:`agents.evaluate` (mean/std reward, components, text metrics;
+  ``eval/gold_reward`` and ``eval/kl`` with a gold reward or ``eval_every``) plus ``num_timesteps``, ``train_seconds`` and ``eval_seconds``;
 * ``samples.jsonl`` — the evaluation episodes' prompts, texts and rewards;
 * ``done`` — written last, atomically. A cell with ``done`` is finished and never rerun; a
   cell without it is cleared and run again, so rerunning an interrupted grid finishes
