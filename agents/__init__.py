@@ -32,7 +32,7 @@ _LAZY = {
     "ReinforcePP": "reinforce_pp", "ReMax": "remax", "Reinforce": "reinforce", "ModelAgent": "model",
 }
 _LAZY_MODULES = {
-    "LMAgent": "agents.lm_agent", "LMAgentConfig": "agents.config", "PPOConfig": "agents.ppo",
+    "EvalCallback": "agents.callbacks", "LMAgent": "agents.lm_agent", "LMAgentConfig": "agents.config", "PPOConfig": "agents.ppo",
     "GRPOConfig": "agents.grpo", "DrGRPOConfig": "agents.dr_grpo", "DAPOConfig": "agents.dapo",
     "GSPOConfig": "agents.gspo", "RLOOConfig": "agents.rloo", "ReinforcePPConfig": "agents.reinforce_pp",
     "ReMaxConfig": "agents.remax", "ReinforceConfig": "agents.reinforce", "RolloutBatch": "agents.rollout",

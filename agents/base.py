@@ -226,6 +226,10 @@ class Episode:
     """The episode's return (the sum of its rewards)."""
     components: dict[str, float] = field(default_factory=dict)
     length: int = 0
+    prompt_ids: list[int] = field(default_factory=list)
+    """The prompt's token ids as the agent saw them at the episode's start (padding removed)."""
+    completion_ids: list[int] = field(default_factory=list)
+    """The actions of the episode, in order: the completion's token ids."""
 
 
 def run_episodes(
@@ -253,12 +257,20 @@ def run_episodes(
     pending = np.zeros(n, dtype=bool)  # NEXT_STEP: ended last step, resetting on this one
     state = None
     episodes: list[Episode] = []
+    prompt_ids: list[list[int]] = [[] for _ in range(n)]
+    completion_ids: list[list[int]] = [[] for _ in range(n)]
     while (counts < targets).any():
+        for i in np.flatnonzero(episode_start):  # the observation that starts slot i's episode
+            prompt_ids[i] = obs["input_ids"][i][obs["attention_mask"][i] > 0].tolist()
+            completion_ids[i] = []
         actions, state = agent.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
-        obs, rewards, terminated, truncated, infos = env.step(np.asarray(actions))
+        actions = np.asarray(actions)
+        obs, rewards, terminated, truncated, infos = env.step(actions)
         live = ~pending
         returns[live] += rewards[live]
         lengths[live] += 1
+        for i in np.flatnonzero(live):
+            completion_ids[i].append(int(actions[i]))
         ended = (terminated | truncated) & live
         final = infos.get("final_info", {}) if mode == AutoresetMode.SAME_STEP else infos
         for i in np.flatnonzero(ended):
@@ -271,6 +283,8 @@ def run_episodes(
                         reward=float(returns[i]),
                         components={k: float(v[i]) for k, v in comps.items() if not k.startswith("_")},
                         length=int(lengths[i]),
+                        prompt_ids=prompt_ids[i],
+                        completion_ids=completion_ids[i],
                     )
                 )
             counts[i] += 1

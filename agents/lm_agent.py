@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -123,6 +123,7 @@ class LMAgent(Agent):
         self.optimizer = torch.optim.Adam(params, lr=lr)
         self.kl_coef = cfg.resolved_kl_coef(self.pretrained)
         self.reference = self._build_reference() if self.kl_coef > 0 else None
+        self._kl_reference: LMPolicy | None = None  # built by reference_policy() when needed
         self._bad_steps = 0
         self.setup()
         if self.dist is not None:
@@ -138,6 +139,67 @@ class LMAgent(Agent):
             ref = build_policy(self.info, self.config, seed=self.config.policy_seed,
                                device=self.policy.device, nlpo=False)
         return ref.requires_grad_(False).eval()
+
+    def reference_policy(self) -> LMPolicy:
+        """The frozen policy that KL is measured against: the training reference, or (when
+        training has no KL term) the policy as it was before training, built on first use."""
+        if self.reference is not None:
+            return self.reference
+        if self._kl_reference is None:
+            self._kl_reference = self._build_reference()
+        return self._kl_reference
+
+    def sequence_kl(
+        self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]], *,
+        estimator: str = "k1", chunk: int = 32,
+    ) -> np.ndarray:
+        """(B,) each completion's KL to :meth:`reference_policy`, summed over its tokens.
+
+        ``"k1"``: ``sum_t log pi(a_t|s_t) - log pi_ref(a_t|s_t)``, the completion's log-ratio,
+        whose mean over the policy's own samples estimates KL(pi || pi_ref) of the
+        completions (TRL's ``objective/kl``); ``"k3"``: the sum of the non-negative,
+        lower-variance k3 terms. Teacher-forced, ``chunk`` rows per forward, no gradient.
+        """
+        estimators = {"k1": kl_k1, "k3": kl_k3}
+        if estimator not in estimators:
+            raise error.unknown("KL estimator", estimator, estimators)
+        if len(prompt_ids) != len(completion_ids):
+            raise error.InvalidArgument(
+                f"got {len(prompt_ids)} prompts and {len(completion_ids)} completions; pass one prompt per completion"
+            )
+        reference, out = self.reference_policy(), []
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with torch.no_grad():
+                for lo in range(0, len(prompt_ids), chunk):
+                    batch = self._token_batch(prompt_ids[lo : lo + chunk], completion_ids[lo : lo + chunk])
+                    logprobs = teacher_forced(self.policy, batch, self.action_mask).logprobs  # (b, C)
+                    ref_logprobs = teacher_forced(reference, batch, self.action_mask).logprobs  # (b, C)
+                    kl = estimators[estimator](logprobs, ref_logprobs, batch.completion_mask)  # (b, C)
+                    out.append(kl.sum(1).double().cpu().numpy())
+        finally:
+            self.policy.train(was_training)
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def _token_batch(self, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]]) -> RolloutBatch:
+        """Token sequences as a :class:`RolloutBatch` (prompts left-padded, completions
+        right-padded) for :func:`teacher_forced`; the fields it does not read are zeros."""
+        b = len(prompt_ids)
+        p = max(1, max(len(x) for x in prompt_ids))
+        c = max(1, max(len(x) for x in completion_ids))
+        ids = np.full((b, p + c), self.info.pad_token_id, dtype=np.int64)
+        attn = np.zeros((b, p + c), dtype=np.int64)
+        for i, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids)):
+            ids[i, p - len(prompt) : p], attn[i, p - len(prompt) : p] = prompt, 1
+            ids[i, p : p + len(completion)], attn[i, p : p + len(completion)] = completion, 1
+        device = self.policy.device
+        zeros = torch.zeros((b, c), device=device)
+        return RolloutBatch(
+            input_ids=torch.as_tensor(ids, device=device), attention_mask=torch.as_tensor(attn, device=device),
+            completion_mask=torch.as_tensor(attn[:, p:], device=device).float(), logprobs=zeros, values=zeros,
+            rewards=zeros, terminated=torch.zeros(b, dtype=torch.bool, device=device),
+        )
 
     # -- what an algorithm provides ---------------------------------------------------------
 

@@ -291,12 +291,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.setdefault("run_dir", str(args.out))
     env_kwargs = parse_env_kwargs(args.env_kwarg)
     check_env(args.env, env_kwargs)
+    if args.gold_reward is not None:
+        from lm_gym.rewards import reward_from_spec
+
+        reward_from_spec(args.gold_reward)  # a bad spec fails now, naming the valid rewards
     out = check_out_dir(args.out)
     resume = prepare_run_dir(out, args.resume, args.overwrite, main=distributed.is_main_process())
     cell = Cell(
         env_id=args.env, agent=args.agent, seed=args.seed, budget=args.timesteps,
         time_budget=args.time_budget, eval_episodes=args.eval_episodes, eval_seed=1_000_000 + args.seed,
         agent_kwargs=overrides, env_kwargs=env_kwargs, save_agent=True, resume=resume,
+        eval_every=args.eval_every, gold_reward=args.gold_reward,
     )
 
     (out / DONE).unlink(missing_ok=True)  # train always trains afresh (every rank clears it first)
@@ -593,7 +598,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=positive_int, default=20_000, help="env steps to train for")
     p.add_argument("--time-budget", type=float, default=None, help="also stop after this many seconds")
     p.add_argument("--seed", type=int, default=0, help="seed of the agent and its envs")
-    p.add_argument("--eval-episodes", type=positive_int, default=100, help="episodes of the final evaluation")
+    p.add_argument("--eval-episodes", type=positive_int, default=100, help="episodes of each evaluation")
+    p.add_argument("--eval-every", type=positive_int, default=None, metavar="STEPS",
+                   help="also evaluate every STEPS env steps (and before training): eval/reward, eval/kl "
+                   "(and eval/gold_reward) columns in OUT/curve.csv")
+    p.add_argument("--gold-reward", default=None, metavar="SPEC",
+                   help="a held-out reward scored on the evaluation completions, never trained on: "
+                   "NAME[:KEY=VALUE,...] of lm_gym.rewards (e.g. vader, classifier:label=positive)")
     p.add_argument("--out", default="runs/train", help="output directory (one run: a non-empty one needs --resume or --overwrite)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="clear the run in --out and start over")

@@ -161,6 +161,8 @@ def test_one_score_validator():
 
 def test_reward_must_be_callable_and_exclusive():
     with pytest.raises(error.InvalidArgument, match="reward must be a callable"):
+        gym.make("lm_gym/Copy-v0", reward=3)
+    with pytest.raises(error.UnknownName, match=r"Unknown reward 'len'.*Valid: .*'vader'"):  # a string is a spec
         gym.make("lm_gym/Copy-v0", reward="len")
     with pytest.raises(error.InvalidArgument, match="not both"):
         gym.make("lm_gym/KeywordToy-v0", reward=lambda p, c, **m: [0.0] * len(c), reward_weights={"fluency": 1.0})

@@ -170,6 +170,13 @@ class Cell:
     save_agent: bool = False
     resume: bool = False
     """Continue from the agent's last checkpoint (``learn(resume=True)``), as ``lm-gym train --resume``."""
+    eval_every: int | None = None
+    """Also evaluate every this many env steps (and once before training), writing
+    ``eval/reward`` and ``eval/kl`` (and ``eval/gold_reward``) into the curve; see
+    :class:`agents.EvalCallback`."""
+    gold_reward: Any = None
+    """A held-out reward scored on every evaluation's completions but never trained on: a
+    spec of :func:`lm_gym.rewards.reward_from_spec` (``"vader"``) or a callable."""
 
     @property
     def key(self) -> str:

@@ -6,10 +6,13 @@ Every cell writes into its own directory ``<out>/<env>/<agent>/seed<N>/``:
 * ``config.json`` — the cell, the agent's resolved config and library versions;
 * ``curve.csv`` — one row per update of a learning agent: ``timesteps``, ``time_s``,
   ``reward`` (``rollout/ep_rew_mean``) and each ``reward/<component>``; non-learning agents
-  get a single row from the final evaluation;
+  get a single row from the final evaluation; a cell with ``eval_every`` also has
+  ``eval/reward``, ``eval/kl`` (and ``eval/gold_reward``) columns, filled on the rows where
+  an evaluation ran (a first row at ``timesteps`` 0 before training, then every
+  ``eval_every`` env steps) and empty on the others, as Stable-Baselines3's EvalCallback logs;
 * ``metrics.jsonl`` — every metric the agent logged, one JSON object per update;
-* ``eval.json`` — the final :func:`agents.evaluate` (mean/std reward, components, text metrics)
-  plus ``num_timesteps``, ``train_seconds`` and ``eval_seconds``;
+* ``eval.json`` — the final :func:`agents.evaluate` (mean/std reward, components, text metrics;
+  ``eval/gold_reward`` and ``eval/kl`` with a gold reward or ``eval_every``) plus ``num_timesteps``, ``train_seconds`` and ``eval_seconds``;
 * ``samples.jsonl`` — the evaluation episodes' prompts, texts and rewards;
 * ``done`` — written last, atomically. A cell with ``done`` is finished and never rerun; a
   cell without it is cleared and run again, so rerunning an interrupted grid finishes
@@ -216,6 +219,7 @@ class CurveWriter:
         reward = metrics.get("rollout/ep_rew_mean", metrics.get("mean_reward"))
         row = {"timesteps": int(timesteps), "time_s": round(time.perf_counter() - self.start, 3), "reward": _finite(reward)}
         row.update({k.removeprefix("reward/"): _finite(v) for k, v in metrics.items() if k.startswith("reward/") and not k.startswith("reward/_")})
+        row.update({k: _finite(v) for k, v in metrics.items() if k.startswith("eval/")})
         return row
 
     def write(self, timesteps: int, metrics: dict[str, Any]) -> None:
@@ -229,11 +233,23 @@ class CurveWriter:
                 writer.writerows(kept[0])
             with open(self.directory / "metrics.jsonl", "w") as f:
                 f.writelines(kept[1])
+        elif not set(row) <= set(self.fields):  # a column first seen now (an evaluation's)
+            self._widen([k for k in row if k not in self.fields])
         with open(self.directory / "curve.csv", "a", newline="") as f:
             csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
         with open(self.directory / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"timesteps": int(timesteps), **{k: _finite(v) for k, v in metrics.items()}}) + "\n")
         self.rows += 1
+
+    def _widen(self, new_fields: list[str]) -> None:
+        """Rewrite ``curve.csv`` with ``new_fields`` added (empty in the rows already written)."""
+        path = self.directory / "curve.csv"
+        rows = list(csv.DictReader(path.open()))
+        self.fields = [*self.fields, *new_fields]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.fields)
+            writer.writeheader()
+            writer.writerows(rows)
 
     def _rows_before(self, timesteps: int) -> tuple[list[dict[str, str]], list[str]]:
         """The rows an interrupted run wrote before the step this resumed run continues from
@@ -294,6 +310,7 @@ def _train_and_evaluate(cell: Cell, directory: Path, main: bool, progress_bar: b
     import agents
     from agents import distributed
 
+    evaluator = eval_callback(cell)  # first: a bad gold reward fails before the agent is built
     agent = build_agent(cell)
     ctx = getattr(agent, "dist", None)
     if distributed.launched() and ctx is None:
@@ -311,7 +328,14 @@ def _train_and_evaluate(cell: Cell, directory: Path, main: bool, progress_bar: b
     train_start = time.perf_counter()
     trained = learns(agent, cell.agent)
     if trained:
-        agent.learn(total_timesteps=cell.budget, callback=writer, progress_bar=progress_bar and main,
+        callback = writer
+        if evaluator is not None and cell.eval_every is not None:
+            if not cell.resume:  # the curve starts at the untrained agent (KL 0)
+                first = evaluator.evaluate(agent)
+                if writer is not None:
+                    writer.write(0, first)
+            callback = chain_callbacks(evaluator, writer)  # the evaluator adds eval/* to the row written
+        agent.learn(total_timesteps=cell.budget, callback=callback, progress_bar=progress_bar and main,
                     **resume_kwargs(agent, cell))
     train_seconds = time.perf_counter() - train_start
     if ctx is not None:
@@ -322,6 +346,8 @@ def _train_and_evaluate(cell: Cell, directory: Path, main: bool, progress_bar: b
     result = agents.evaluate(agent, cell.env_id, n_episodes=cell.eval_episodes, seed=cell.eval_seed,
                              return_episodes=True, **eval_env_kwargs(cell))
     episodes = result.pop("episodes")
+    if evaluator is not None:
+        result.update(evaluator.score(agent, episodes))
     timesteps = int(getattr(agent, "num_timesteps", 0) or 0)
     result.update(num_timesteps=timesteps, trained=trained, train_seconds=round(train_seconds, 3),
                   eval_seconds=round(time.perf_counter() - eval_start, 3))
@@ -336,6 +362,28 @@ def _train_and_evaluate(cell: Cell, directory: Path, main: bool, progress_bar: b
                 f.write(json.dumps(dataclasses.asdict(ep)) + "\n")
         write_atomic(directory / "eval.json", json.dumps(result, indent=2, default=str))
     return result
+
+
+def eval_callback(cell: Cell) -> Any:
+    """The cell's :class:`agents.EvalCallback` (on the evaluation prompts, with the cell's
+    gold reward), or None when the cell asks for neither ``eval_every`` nor ``gold_reward``."""
+    if cell.eval_every is None and cell.gold_reward is None:
+        return None
+    from agents.callbacks import EvalCallback
+
+    return EvalCallback(cell.env_id, eval_freq=cell.eval_every, n_eval_episodes=cell.eval_episodes,
+                        seed=cell.eval_seed, gold_reward=cell.gold_reward, env_kwargs=eval_env_kwargs(cell))
+
+
+def chain_callbacks(*callbacks: Callable[[Any, dict[str, Any]], Any] | None) -> Callable[[Any, dict[str, Any]], bool]:
+    """One learn callback that calls each of ``callbacks`` (None ones skipped) in order, and
+    stops training when any returns False."""
+    live = [cb for cb in callbacks if cb is not None]
+
+    def run(agent: Any, metrics: dict[str, Any]) -> bool:
+        return all([cb(agent, metrics) is not False for cb in live])
+
+    return run
 
 
 def _check_ranks_agree(agent: Any, ctx: Any, directory: Path, main: bool) -> None:

@@ -72,7 +72,8 @@ class TextGenEnv(gym.Env[Obs, np.int64]):
 
     ## Arguments
     ``task``: a Task subclass, instance or ``"module:Class"`` path (registered ids set it).
-    ``reward``: replaces the task's score with ``fn(prompts, completions, **meta) -> list[float]``.
+    ``reward``: replaces the task's score with ``fn(prompts, completions, **meta) -> list[float]``
+    (or a spec string of :func:`lm_gym.rewards.reward_from_spec`, e.g. ``"classifier:label=positive"``).
     ``reward_weights``: reweights a composite task's components, e.g. ``{"fluency": 0.5}``.
     ``render_mode``: ``"ansi"`` (``render()`` returns the text so far) or ``"human"`` (prints it).
     Any other keyword goes to the task (``max_new_tokens``, lengths, model, ...).

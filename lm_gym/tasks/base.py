@@ -195,15 +195,22 @@ class CustomReward:
 
     ``fn(prompts: list[str], completions: list[str], **meta) -> list[float]``, with
     ``meta`` holding one list per metadata key (e.g. ``target=[...]``). The component
-    reported in ``info["reward_components"]`` is ``"reward"``.
+    reported in ``info["reward_components"]`` is ``"reward"``. A string is a spec of
+    :func:`lm_gym.rewards.reward_from_spec` (``"classifier:label=positive"``), so the
+    command line's ``-e reward=...`` can name one.
     """
 
     component = "reward"
 
-    def __init__(self, fn: RewardFn) -> None:
+    def __init__(self, fn: RewardFn | str) -> None:
+        if isinstance(fn, str):
+            from lm_gym.rewards import reward_from_spec
+
+            fn = reward_from_spec(fn)
         if not callable(fn):
             raise error.InvalidArgument(
-                f"reward must be a callable fn(prompts, completions, **meta) -> list[float], got {fn!r}"
+                f"reward must be a callable fn(prompts, completions, **meta) -> list[float] or a reward "
+                f"spec such as 'vader' (lm_gym.rewards.reward_from_spec), got {fn!r}"
             )
         self.fn = fn
         self.name = getattr(fn, "__qualname__", None) or type(fn).__name__
