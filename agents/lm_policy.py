@@ -395,9 +395,11 @@ class LMPolicy(nn.Module):
     def reset_cache(self) -> None:
         """Drop the KV caches; the next :meth:`act` prefills every slot from its observation.
 
-        Not needed after optimizer steps: :meth:`act` notices changed weights itself.
+        Not needed after optimizer steps: :meth:`act` notices changed weights itself. The
+        static key/value buffers stay allocated for reuse (their contents are stale and
+        every column is masked until the prefill rewrites it).
         """
-        self._states = {"policy": _SlotCache(), "mask": _SlotCache()}
+        self._states = {name: _SlotCache(k=s.k, v=s.v) for name, s in self._states.items()}
 
     def refresh_mask_model(self) -> None:
         """Copy the current LM weights into the NLPO mask model (and drop its cache)."""
@@ -848,6 +850,8 @@ class LMPolicy(nn.Module):
             # zeros, not empty: masked columns are multiplied by 0 attention, NaN would leak
             state.k = param.new_zeros(shape)
             state.v = param.new_zeros(shape)
+            state.mask = None
+        if state.mask is None or state.mask.shape != (shape[1], shape[3]) or state.mask.device != param.device:
             state.mask = torch.zeros(shape[1], shape[3], dtype=torch.bool, device=param.device)
             state.next_pos = torch.zeros(n, dtype=torch.long, device=param.device)
         state.cache = state.kv = None
@@ -872,13 +876,16 @@ class LMPolicy(nn.Module):
         state.mask[rows, state.end - w : state.end] = mask
         state.start = min(state.start, state.end - w)
         state.next_pos[rows] = counts
+        # Slots showing the same window (the k samples of a prompt) are prefilled once.
+        windows, copies = torch.unique(torch.cat([input_ids[rows, -w:], mask.long()], 1), dim=0, return_inverse=True)
+        ids, mask = windows[:, :w], windows[:, w:].bool()  # (n_distinct, w)
         causal = torch.ones(w, w, dtype=torch.bool, device=mask.device).tril()
         eye = torch.eye(w, dtype=torch.bool, device=mask.device)  # padding rows see themselves
         mask4 = _additive(((causal & mask[:, None, :]) | eye)[:, None], state.k.dtype)  # (n, 1, w, w)
         positions = position_ids_from_mask(mask.long())
         hidden = self._gpt2_trunk(
-            model, state, input_ids[rows, -w:], positions, mask4, rows, state.end - w
-        )[:, -1]  # (n_new, H)
+            model, state, ids, positions, mask4, rows, state.end - w, copies
+        )[copies, -1]  # (n_new, H)
         if step_hidden is None:
             return model.lm_head(hidden), hidden
         step_hidden[rows] = hidden
@@ -893,10 +900,12 @@ class LMPolicy(nn.Module):
         mask4: torch.Tensor,
         rows: torch.Tensor | None,
         column: int,
+        copies: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """GPT-2's blocks over ``ids`` (n, t), as ``GPT2Model.forward`` in eval: final hidden (n, t, H).
 
-        Keys/values go to columns ``[column, column + t)`` of ``rows`` (None: every row), and
+        Keys/values go to columns ``[column, column + t)`` of ``rows`` (None: every row; with
+        ``copies``, row ``rows[j]`` gets the keys/values of ``ids[copies[j]]``), and
         the tokens attend over the live cache columns (a step, ``rows`` None) or over each
         other (a prefill) under ``mask4`` (n, 1, t, keys), 0 where attended and -inf elsewhere.
         """
@@ -913,9 +922,12 @@ class LMPolicy(nn.Module):
                 k = state.k[i, :, :, state.start : state.end]
                 v = state.v[i, :, :, state.start : state.end]
             else:
-                state.k[i, rows, :, column : column + t] = k
-                state.v[i, rows, :, column : column + t] = v
-            y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask4, scale=a.scaling)
+                state.k[i, rows, :, column : column + t] = k if copies is None else k[copies]
+                state.v[i, rows, :, column : column + t] = v if copies is None else v[copies]
+            if t == 1:  # a decode step: on strided cache slices plain matmuls beat SDPA's kernel 2x
+                y = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * a.scaling + mask4, -1) @ v
+            else:
+                y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask4, scale=a.scaling)
             x = x + a.c_proj(y.transpose(1, 2).reshape(n, t, -1))
             x = x + _mlp(block.mlp, block.ln_2(x))
         return tr.ln_f(x)

@@ -526,14 +526,16 @@ def test_sampler_state_round_trip():
     assert a.sampler_state() is None
 
 
-def staggered(policy: LMPolicy, vocab: int, width: int, steps: int, n_slots: int = 5):
+def staggered(policy: LMPolicy, vocab: int, width: int, steps: int, n_slots: int = 5, group: int = 1):
     """Plain-loop rollouts (new_episode None) of random prompts whose episodes end at random
-    steps, in a left-padded window of ``width``: mixed prefill/advance batches. Returns the
+    steps, in a left-padded window of ``width``: mixed prefill/advance batches; each prompt is
+    shown to ``group`` consecutive slots (as samples_per_prompt does). Returns the
     (steps, n_slots) actions and log-probs and the cache lengths."""
     rng = np.random.default_rng(0)
 
     def prompts():
-        return [list(rng.integers(1, vocab, rng.integers(1, width // 2))) for _ in range(n_slots)]
+        drawn = [list(rng.integers(1, vocab, rng.integers(1, width // 2))) for _ in range(-(-n_slots // group))]
+        return [drawn[i // group] for i in range(n_slots)]
 
     ctx, acts, lps, lengths = prompts(), [], [], []
     for _ in range(steps):
@@ -555,15 +557,16 @@ def builtin_policy(**kwargs) -> LMPolicy:
     return LMPolicy(model, **kwargs)
 
 
-@pytest.mark.parametrize("which", ["tiny", "builtin"])
-def test_fast_path_matches_the_generic_path_token_for_token(which):
+@pytest.mark.parametrize("which, group", [("tiny", 1), ("builtin", 1), ("builtin", 4)])
+def test_fast_path_matches_the_generic_path_token_for_token(which, group):
+    """group 4: slots showing the same window are prefilled once on the fast path."""
     runs = []
     for fast in (True, False):
         policy = make_policy(cache_slack=3) if which == "tiny" else builtin_policy(cache_slack=5)
         policy._fast_path = fast
         policy.seed(11)
         vocab = policy.vocab_size if which == "builtin" else V
-        runs.append(staggered(policy, vocab, 16, steps=30))
+        runs.append(staggered(policy, vocab, 16, steps=30, n_slots=8 if group > 1 else 5, group=group))
     (a_fast, lp_fast, len_fast), (a_slow, lp_slow, len_slow) = runs
     np.testing.assert_array_equal(a_fast, a_slow)
     np.testing.assert_allclose(lp_fast, lp_slow, atol=1e-5, rtol=0)
