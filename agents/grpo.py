@@ -108,7 +108,7 @@ class GRPO(LMAgent):
         sums = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip": 0.0, "grad_norm": 0.0}
         steps = 0
         for _epoch in range(cfg.n_epochs):
-            for rows in self.minibatches(len(batch), cfg.minibatch_size):
+            for rows in self.minibatches(len(batch), cfg.minibatch_size, group_size=batch.group_size):
                 mb = batch.select(rows)
                 mask = mb.completion_mask  # (b, C)
                 ev = self.evaluate_actions(mb)  # ONE teacher-forced forward: (b, C) each

@@ -231,10 +231,21 @@ class LMAgent(Agent):
         """ONE teacher-forced forward of the policy over ``batch``: (B, C) logprobs, values, entropy."""
         return teacher_forced(self.policy, batch, self.action_mask)
 
-    def minibatches(self, n: int, size: int | None, shuffle: bool = True) -> Iterator[torch.Tensor]:
-        """Row indices of ``n`` rows in chunks of ``size`` (None: one chunk), shuffled with the agent's RNG."""
-        order = self.rng.permutation(n) if shuffle else np.arange(n)
+    def minibatches(
+        self, n: int, size: int | None, shuffle: bool = True, group_size: int = 1
+    ) -> Iterator[torch.Tensor]:
+        """Row indices of ``n`` rows in chunks of ``size`` (None: one chunk), shuffled with the agent's RNG.
+
+        With ``group_size`` k > 1 dividing ``size`` and ``n``, the shuffle moves whole groups
+        (rows ``k g .. k g + k - 1``, the samples of one prompt): each chunk holds complete
+        groups, so its teacher-forced pass runs each of its prompts once, not k times.
+        """
         size = n if size is None else min(size, n)
+        if shuffle and group_size > 1 and size % group_size == 0 and n % group_size == 0:
+            groups = self.rng.permutation(n // group_size)
+            order = (groups[:, None] * group_size + np.arange(group_size)).reshape(-1)
+        else:
+            order = self.rng.permutation(n) if shuffle else np.arange(n)
         for start in range(0, n, size):
             yield torch.as_tensor(order[start : start + size], device=self.policy.device)
 

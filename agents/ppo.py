@@ -137,7 +137,7 @@ class PPO(LMAgent):
         stopped_early = False
         single_pass = cfg.n_epochs == 1 and cfg.minibatch_size >= len(batch)
         for _epoch in range(cfg.n_epochs):
-            for rows in self.minibatches(len(batch), cfg.minibatch_size):
+            for rows in self.minibatches(len(batch), cfg.minibatch_size, group_size=batch.group_size):
                 mb, mask = batch.select(rows), batch.completion_mask[rows]  # (b, C)
                 ev = self.evaluate_actions(mb)  # one forward: (b, C) logprobs, values, entropy
                 old = self.old_logprobs(mb, ev.logprobs, single_pass)

@@ -150,3 +150,15 @@ def test_nlpo_masking_trains_and_refreshes_the_mask_model():
     agent.learn(10, callback=lambda a, m: False)  # a third update moves the policy only
     assert any(not torch.equal(p, q) for p, q in zip(agent.policy.model.parameters(),
                                                       agent.policy.mask_model.parameters()))
+
+
+def test_minibatches_keep_the_samples_of_a_prompt_together():
+    agent = small(n_envs=16, batch_size=16)
+    chunks = [rows.tolist() for rows in agent.minibatches(16, 8, group_size=4)]
+    assert sorted(sum(chunks, [])) == list(range(16))  # every row once
+    for rows in chunks:  # whole groups, each run once in the chunk's teacher-forced pass
+        assert len(rows) == 8 and sorted(rows) == sorted(g * 4 + j for g in {r // 4 for r in rows} for j in range(4))
+    assert len({tuple(c) for c in (next(agent.minibatches(16, 8, group_size=4)).tolist() for _ in range(8))}) > 1  # shuffled
+    # a chunk size that splits groups shuffles rows, as without groups
+    rows = [r.tolist() for r in agent.minibatches(16, 6, group_size=4)]
+    assert [len(r) for r in rows] == [6, 6, 4] and sorted(sum(rows, [])) == list(range(16))
