@@ -79,6 +79,15 @@ def build_policy(info: EnvInfo, cfg: Any, *, seed: int, device: str | torch.devi
     return policy.to(resolve_device(str(device)))
 
 
+def adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """Adam, as torch's fused kernel where the parameters' device has one (CPU and CUDA,
+    torch >= 2.4): the same update in one pass instead of a dozen per parameter."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 class LMAgent(Agent):
     """Base of the LM learners (module docstring). Subclasses set ``name``, ``config_class``
     and implement :meth:`update`.
@@ -120,7 +129,7 @@ class LMAgent(Agent):
             self.policy.value_head.requires_grad_(False)
         lr = cfg.learning_rate or self.default_lr[self.pretrained]
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.optimizer = adam(params, lr)
         self.kl_coef = cfg.resolved_kl_coef(self.pretrained)
         self.reference = self._build_reference() if self.kl_coef > 0 else None
         self._kl_reference: LMPolicy | None = None  # built by reference_policy() when needed

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from lm_gym.error import InvalidArgument, ModelLoadError
-from lm_gym.models import position_ids_from_mask
+from lm_gym.models import fuse_activations, position_ids_from_mask
 
 __all__ = ["ActOutput", "Evaluation", "LMPolicy", "next_tokens"]
 
@@ -133,15 +133,6 @@ def _additive(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return zeros.masked_fill_(~keep, float("-inf"))
 
 
-def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's MLP; its "gelu_new" (a Python formula of six kernels) as torch's fused tanh GELU."""
-    from transformers.activations import NewGELUActivation
-
-    if type(mlp.act) is NewGELUActivation:
-        return mlp.c_proj(nn.functional.gelu(mlp.c_fc(x), approximate="tanh"))
-    return mlp(x)
-
-
 def _is_plain_gpt2(model: nn.Module) -> bool:
     """A GPT-2 LM the static fast path can run through its modules (no cross-attention, no
     active dropout); any other model takes the generic path."""
@@ -231,7 +222,7 @@ class LMPolicy(nn.Module):
             raise InvalidArgument(
                 f"cache_slack must be None or an integer >= 1, got {cache_slack!r}."
             )
-        self.model = model
+        self.model = fuse_activations(model)
         self.temperature = float(temperature)
         self.top_k = top_k
         self.top_p = top_p
@@ -929,7 +920,7 @@ class LMPolicy(nn.Module):
             else:
                 y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask4, scale=a.scaling)
             x = x + a.c_proj(y.transpose(1, 2).reshape(n, t, -1))
-            x = x + _mlp(block.mlp, block.ln_2(x))
+            x = x + block.mlp(block.ln_2(x))
         return tr.ln_f(x)
 
     def _obs_tensors(self, obs: dict[str, Any]) -> _Window:

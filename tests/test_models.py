@@ -308,3 +308,21 @@ def test_perplexity_through_the_shared_logprob_routine_reproduces_the_shipped_me
     assert perplexity(model, tok, corpus("test", shipped["config"]["n_eval_stories"])) == pytest.approx(
         shipped["test_ppl"], rel=1e-5
     )
+
+
+def test_fuse_activations_swaps_gelu_new_for_the_same_fused_function():
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.activations import NewGELUActivation
+
+    from lm_gym.models import fuse_activations
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=32, n_layer=2, n_head=2, n_positions=16)).eval()
+    ids = torch.randint(0, 40, (3, 9))
+    before = model(ids).logits
+    assert sum(type(m) is NewGELUActivation for m in model.modules()) == 2
+    assert fuse_activations(model) is model
+    assert not any(type(m) is NewGELUActivation for m in model.modules())
+    assert model.config.activation_function == "gelu_new"  # saved checkpoints are unchanged
+    torch.testing.assert_close(model(ids).logits, before, atol=1e-5, rtol=0)

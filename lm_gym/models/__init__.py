@@ -37,6 +37,7 @@ __all__ = [
     "builtin_classifier_path",
     "builtin_path",
     "check_device",
+    "fuse_activations",
     "load_classifier",
     "load_frozen",
     "load_lm",
@@ -299,7 +300,22 @@ def load_lm(
                   trust_remote_code=trust_remote_code, **kwargs)
     if device is not None:
         model = model.to(device)
-    return model.eval()
+    return fuse_activations(model).eval()
+
+
+def fuse_activations(model: Any) -> Any:
+    """``model`` with each GPT-2 style ``"gelu_new"`` activation (a Python formula of six
+    elementwise kernels, forward and backward) replaced by torch's fused tanh GELU, the same
+    function to 1e-7; returns the model. Config and weights are unchanged, so saved
+    checkpoints are what they were."""
+    from transformers import activations
+
+    fused = getattr(activations, "GELUTanh", None) or activations.PytorchGELUTanh
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is activations.NewGELUActivation:
+                setattr(module, name, fused())
+    return model
 
 
 def load_model_and_tokenizer(
