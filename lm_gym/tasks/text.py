@@ -457,9 +457,14 @@ class KeywordStoryTask(TextTask):
     hero, so the concepts are words the LM can follow there. relevance (v1) = the fraction
     of the concepts the completion uses, counting inflections ("ducks" covers "duck"), times
     the language gate ``min(1, fluency / language_gate)`` (see :class:`TextTask`): a list
-    of the keywords is not a story. Measured on 64 held-out prompts (24 tokens, the built-in
-    LM): v0's bare list ("Keywords: duck, carry.") gave the zero-shot model coverage 0.05,
-    and its fluency judged the list alone, so a learner gained fluency, not coverage.
+    of the keywords is not a story ("duck carry basket duck ..." scores ~0.05, "She wanted
+    to carry the duck near the basket." 1.0). v0 judged the fluency of a bare list
+    ("Keywords: duck, carry.") and did not gate coverage. Measured on 128 held-out episodes
+    (24 tokens, the built-in LM): random tokens relevance 0.000 (fluency 0.002), the
+    zero-shot model 0.035 (fluency 0.484). The built-in LM hardly copies a word from the
+    list (without any list its coverage is 0.07, from the opening's topic alone), so a
+    learner rarely samples a keyword: 120 s of GRPO raised fluency (0.67) by converging on
+    the corpus's closing line, and coverage fell to 0.01 (see the README).
     Default weights: fluency 0.3, relevance 0.5, diversity 0.2. User prompts must carry a
     ``"keywords"`` list (a ``.jsonl`` file); their text becomes the story opening.
 
@@ -519,8 +524,12 @@ class ContinuationTask(TextTask):
     prompt's topic (:func:`topic_evidence` for the topic the classifier gives the prompt
     itself, so any prompt works), times the language gate ``min(1, fluency /
     language_gate)`` (see :class:`TextTask`). v0's relevance was the content-word overlap
-    of :class:`lm_gym.rewards.Continuity`: the zero-shot model scored 0.085 on it (a story
-    continues with new words), random tokens 0.008, and a learner gained fluency instead.
+    of :class:`lm_gym.rewards.Continuity`, on which the zero-shot model scored 0.07 (a story
+    goes on in new words) and a learner gained fluency instead. Measured on 128 held-out
+    episodes (24 tokens): random tokens relevance 0.001 (fluency 0.002), the zero-shot model
+    0.693 (fluency 0.492), which loses it mostly to generic lines ("Let us come back
+    tomorrow," said ...) and drift to another topic; the classifier names the prompt's
+    corpus topic for 97 % of the held-out prompts.
     Default weights: fluency 0.4, relevance 0.4, diversity 0.2.
 
     Args:
