@@ -52,8 +52,9 @@ SPLIT_SIZES: dict[str, dict[str, int]] = {
     "Continuation": {"train": 1000, "test": 1000},
 }
 """How many built-in prompts each text task has per split (pinned by the tests).
-KeywordStory's prompts are a story's first ``n_keywords=3`` keywords, so the train split
-loses the keyword lists that a test story also has."""
+KeywordStory-v0's prompts are a story's first ``n_keywords=3`` keywords, so its train split
+loses the keyword lists that a test story also has; v1's prompts add the story's opening,
+and no train prompt equals a test one (1000 and 1000)."""
 
 
 class HFTokenizer:
