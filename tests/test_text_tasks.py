@@ -160,6 +160,23 @@ def test_continuation_v1_scores_the_prompts_own_topic_gated_by_fluency():
         gym.make("lm_gym/Continuation-v1", subject_scorer="cosine")
 
 
+def test_keyword_story_and_continuation_v0_are_kept_as_they_were():
+    from lm_gym.rewards import Continuity, KeywordCoverage
+
+    env = gym.make("lm_gym/KeywordStory-v0", split="test")
+    assert env.observation_space["input_ids"].shape == (32 + 24,)
+    assert env.reset(seed=0)[1]["prompt"].startswith("Keywords: ") and env.unwrapped.task.language_gate is None
+    texts = [" duck carry basket duck carry basket", " She wanted to see the moon."]
+    kws = [["duck", "carry", "basket"]] * 2
+    _, comps = env.unwrapped.task.score(["Keywords: duck, carry, basket."] * 2, texts, {"keywords": kws})
+    assert comps["relevance"].tolist() == KeywordCoverage()(["p"] * 2, texts, keywords=kws).tolist() == [1.0, 0.0]
+    task = gym.make("lm_gym/Continuation-v0").unwrapped.task
+    prompts = ["The dog ran to the park."] * 2
+    texts = [" The dog park was big.", " Stars shone."]
+    _, comps = task.score(prompts, texts, {})
+    assert comps["relevance"].tolist() == Continuity()(prompts, texts).tolist()
+
+
 def test_sentiment_task_rewards_positive_text():
     env = gym.make("lm_gym/SentimentContinuation-v0")
     task = env.unwrapped.task
