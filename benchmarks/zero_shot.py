@@ -16,8 +16,8 @@ from agents import evaluate, make
 TEXT_IDS = [
     "lm_gym/SentimentContinuation-v0",
     "lm_gym/TopicSteering-v1",
-    "lm_gym/KeywordStory-v0",
-    "lm_gym/Continuation-v0",
+    "lm_gym/KeywordStory-v1",
+    "lm_gym/Continuation-v1",
 ]
 
 

@@ -98,11 +98,21 @@ BUILTIN_TASKS: dict[str, tuple[str, str] | tuple[str, str, dict[str, Any]]] = {
     ),
     "lm_gym/KeywordStory-v0": (
         "lm_gym.tasks.text:KeywordStoryTask",
-        "Write a fluent text that uses every given concept.",
+        "Write a fluent text that uses every given concept (v0: the list alone, ungated; kept as it was).",
+        {"opening": False, "language_gate": None, "max_prompt_tokens": 32},
+    ),
+    "lm_gym/KeywordStory-v1": (
+        "lm_gym.tasks.text:KeywordStoryTask",
+        "Write a fluent story that uses every given concept (the list, then the story's opening; gated by fluency).",
     ),
     "lm_gym/Continuation-v0": (
         "lm_gym.tasks.text:ContinuationTask",
-        "The plain composite: fluent, on the prompt's subject, diverse.",
+        "The plain composite: fluent, on the prompt's subject, diverse (v0: word overlap, ungated; kept as it was).",
+        {"subject_scorer": "overlap", "language_gate": None},
+    ),
+    "lm_gym/Continuation-v1": (
+        "lm_gym.tasks.text:ContinuationTask",
+        "The plain composite: fluent, on the prompt's topic (classifier evidence, gated by fluency), diverse.",
     ),
 }
 

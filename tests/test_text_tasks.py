@@ -123,6 +123,60 @@ def test_topic_steering_v1_bad_arguments_name_the_valid_values():
         gym.make("lm_gym/TopicSteering-v1", topic_scorer="cosine")
 
 
+def test_keyword_story_v1_opens_the_story_and_gates_coverage_by_fluency(tmp_path):
+    env = gym.make("lm_gym/KeywordStory-v1", split="test")
+    _, info = env.reset(seed=0)
+    head, opening = info["prompt"].split(". ", 1)
+    assert head.startswith("Keywords: ") and len(opening.split()) >= 5  # the list, then the story opening
+    task = env.unwrapped.task
+    prompt = "Keywords: duck, carry, basket. There was once a tiny duck past the basket."
+    texts = [" She wanted to carry the duck near the basket.",      # all three, in the corpus's style
+             " She wanted to see the moon over the hill.",          # none of them
+             " duck carry basket duck carry basket duck carry"]     # keyword soup
+    _, comps = task.score([prompt] * 3, texts, {"keywords": [["duck", "carry", "basket"]] * 3})
+    assert comps["relevance"][0] == pytest.approx(1.0) and comps["relevance"][1] == 0.0
+    assert comps["relevance"][2] < 0.1  # covers every keyword, but the gate sees no language
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(json.dumps({"prompt": "Mira sat by the pond.", "keywords": ["cat", "hat"]}) + "\n")
+    assert gym.make("lm_gym/KeywordStory-v1", prompts=jsonl).reset(seed=0)[1]["prompt"] == (
+        "Keywords: cat, hat. Mira sat by the pond."
+    )
+    with pytest.raises(error.InvalidArgument, match="opening must be True or False"):
+        gym.make("lm_gym/KeywordStory-v1", opening="yes")
+
+
+def test_continuation_v1_scores_the_prompts_own_topic_gated_by_fluency():
+    env = gym.make("lm_gym/Continuation-v1")
+    task = env.unwrapped.task
+    prompt = "Early one autumn, Mabel went to the dock with her cousin."
+    assert task.prompt_topics([prompt]) == ["ocean"]
+    texts = [" Mabel wanted to catch a crab near the pier.",      # the prompt's topic, fluent
+             " Mabel wanted to launch the rocket to the moon.",   # another topic
+             " crab pier reef shell crab pier reef shell"]        # the topic's words, no language
+    _, comps = task.score([prompt] * 3, texts, {})
+    assert comps["relevance"][0] > 0.8 and comps["relevance"][1] < 0.1
+    assert comps["relevance"][2] < 0.2
+    with pytest.raises(error.UnknownName, match="'classifier', 'overlap'"):
+        gym.make("lm_gym/Continuation-v1", subject_scorer="cosine")
+
+
+def test_keyword_story_and_continuation_v0_are_kept_as_they_were():
+    from lm_gym.rewards import Continuity, KeywordCoverage
+
+    env = gym.make("lm_gym/KeywordStory-v0", split="test")
+    assert env.observation_space["input_ids"].shape == (32 + 24,)
+    assert env.reset(seed=0)[1]["prompt"].startswith("Keywords: ") and env.unwrapped.task.language_gate is None
+    texts = [" duck carry basket duck carry basket", " She wanted to see the moon."]
+    kws = [["duck", "carry", "basket"]] * 2
+    _, comps = env.unwrapped.task.score(["Keywords: duck, carry, basket."] * 2, texts, {"keywords": kws})
+    assert comps["relevance"].tolist() == KeywordCoverage()(["p"] * 2, texts, keywords=kws).tolist() == [1.0, 0.0]
+    task = gym.make("lm_gym/Continuation-v0").unwrapped.task
+    prompts = ["The dog ran to the park."] * 2
+    texts = [" The dog park was big.", " Stars shone."]
+    _, comps = task.score(prompts, texts, {})
+    assert comps["relevance"].tolist() == Continuity()(prompts, texts).tolist()
+
+
 def test_sentiment_task_rewards_positive_text():
     env = gym.make("lm_gym/SentimentContinuation-v0")
     task = env.unwrapped.task

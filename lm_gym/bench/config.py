@@ -31,8 +31,8 @@ TOY_ENVS = [
 TEXT_ENVS = [
     "lm_gym/SentimentContinuation-v0",
     "lm_gym/TopicSteering-v1",
-    "lm_gym/KeywordStory-v0",
-    "lm_gym/Continuation-v0",
+    "lm_gym/KeywordStory-v1",
+    "lm_gym/Continuation-v1",
 ]
 BASELINES = ("random", "model")
 """Agents that are evaluated without training: the floor and the zero-shot model."""

@@ -52,8 +52,9 @@ SPLIT_SIZES: dict[str, dict[str, int]] = {
     "Continuation": {"train": 1000, "test": 1000},
 }
 """How many built-in prompts each text task has per split (pinned by the tests).
-KeywordStory's prompts are a story's first ``n_keywords=3`` keywords, so the train split
-loses the keyword lists that a test story also has."""
+KeywordStory-v0's prompts are a story's first ``n_keywords=3`` keywords, so its train split
+loses the keyword lists that a test story also has; v1's prompts add the story's opening,
+and no train prompt equals a test one (1000 and 1000)."""
 
 
 class HFTokenizer:
@@ -150,6 +151,10 @@ class TextTask(Task):
         max_new_tokens: the completion budget in tokens.
         max_prompt_tokens: prompts are left-truncated to this many tokens.
         fluency_scale: fluency = ``exp(mean_logprob / fluency_scale)``.
+        language_gate: relevance is multiplied by ``min(1, fluency / language_gate)``, so
+            what the task asks for only counts in text that reads as language (token soup
+            of the right words scores ~0); ``None``: no gate. 0.25 is perplexity 16 at the
+            default ``fluency_scale``. Not applied to a user's ``relevance=``.
         device: where the frozen reference model runs (default CPU).
     """
 
@@ -166,6 +171,7 @@ class TextTask(Task):
         max_new_tokens: int = 24,
         max_prompt_tokens: int = 32,
         fluency_scale: float = 2.0,
+        language_gate: float | None = None,
         device: str | None = None,
     ) -> None:
         from lm_gym.models import load_frozen
@@ -174,6 +180,11 @@ class TextTask(Task):
         super().__init__(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens)
         if not (isinstance(fluency_scale, (int, float)) and fluency_scale > 0):
             raise error.InvalidArgument(f"fluency_scale must be a positive number, got {fluency_scale!r}")
+        if language_gate is not None and not (
+            isinstance(language_gate, (int, float)) and not isinstance(language_gate, bool) and 0 < language_gate <= 1
+        ):
+            raise error.InvalidArgument(f"language_gate must be a number in (0, 1] or None, got {language_gate!r}")
+        self.language_gate = language_gate
         self.split = check_split(split)
         if relevance is not None and not callable(relevance):
             raise error.InvalidArgument(
@@ -242,15 +253,14 @@ class TextTask(Task):
     def components(
         self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
     ) -> dict[str, np.ndarray]:
-        relevance = (
-            self.relevance(prompts, completions, meta) if self.relevance_fn is None
-            else np.asarray(self.relevance_fn(prompts, completions, **meta), dtype=np.float64)
-        )
-        return {
-            "fluency": self.fluency(prompts, completions),
-            "relevance": relevance,
-            "diversity": self.diversity(prompts, completions),
-        }
+        fluency = self.fluency(prompts, completions)
+        if self.relevance_fn is not None:
+            relevance = np.asarray(self.relevance_fn(prompts, completions, **meta), dtype=np.float64)
+        else:
+            relevance = self.relevance(prompts, completions, meta)
+            if self.language_gate is not None:
+                relevance = relevance * np.minimum(1.0, fluency / self.language_gate)
+        return {"fluency": fluency, "relevance": relevance, "diversity": self.diversity(prompts, completions)}
 
 
 class SentimentContinuationTask(TextTask):
@@ -281,6 +291,42 @@ class SentimentContinuationTask(TextTask):
 
     def relevance(self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]) -> np.ndarray:
         return self.sentiment(prompts, completions, **meta)
+
+
+def topic_classifier(classifier: str | os.PathLike[str] = "builtin", device: str | None = None) -> Any:
+    """A :class:`lm_gym.rewards.RewardModel` over the corpus topics (``"builtin"`` or a local
+    path to a sequence classifier whose labels include every one of them)."""
+    from lm_gym.models.corpus import TOPICS
+    from lm_gym.rewards import RewardModel
+
+    scorer = RewardModel(classifier, label_key="topic", device=device)
+    for topic in TOPICS:
+        scorer.label_index(topic)  # UnknownName listing the classifier's labels
+    return scorer
+
+
+def topic_distribution(classifier: Any, texts: Sequence[str]) -> np.ndarray:
+    """The classifier's softmax over the K corpus topics for each text, shape (B, K), in
+    the order of :data:`lm_gym.models.corpus.TOPICS`."""
+    from lm_gym.models.corpus import TOPICS
+
+    columns = [classifier.label_index(t) for t in TOPICS]
+    logits = classifier.logits(list(texts))[:, columns]  # (B, K)
+    q = np.exp(logits - logits.max(1, keepdims=True))
+    return q / q.sum(1, keepdims=True)
+
+
+def topic_evidence(classifier: Any, texts: Sequence[str], topics: Sequence[str]) -> np.ndarray:
+    """How far above chance the classifier puts each text's named topic among the K corpus
+    topics: ``max(0, (q - 1/K) / (1 - 1/K))`` with ``q`` the softmax of the topic logits,
+    shape (B,). Text with no topic (a generic sentence, which the multi-label sigmoid still
+    gives ~0.12 for every topic) scores 0, one clearly on the topic ~1."""
+    from lm_gym.models.corpus import TOPICS
+
+    q = topic_distribution(classifier, texts)  # (B, K)
+    k = len(TOPICS)
+    named = q[np.arange(len(texts)), [TOPICS.index(t) for t in topics]]  # (B,)
+    return np.clip((named - 1.0 / k) / (1.0 - 1.0 / k), 0.0, 1.0)
 
 
 TOPIC_SCORERS = ("classifier", "embedding")
@@ -350,30 +396,23 @@ class TopicSteeringTask(TextTask):
             raise error.unknown("topic_scorer", topic_scorer, TOPIC_SCORERS)
         if bridge is not None and not (isinstance(bridge, str) and "{noun}" in bridge):
             raise error.InvalidArgument(f"bridge must be a string with a '{{noun}}' field or None, got {bridge!r}")
-        if language_gate is not None and not (
-            isinstance(language_gate, (int, float)) and not isinstance(language_gate, bool) and 0 < language_gate <= 1
-        ):
-            raise error.InvalidArgument(f"language_gate must be a number in (0, 1] or None, got {language_gate!r}")
         self.topic, self.topics = topic, TOPICS
-        self.topic_scorer, self.language_gate, self.bridge = topic_scorer, language_gate, bridge
-        super().__init__(**kwargs)
+        self.topic_scorer, self.bridge = topic_scorer, bridge
+        super().__init__(language_gate=language_gate, **kwargs)
         self.topic_relevance = self._topic_relevance(classifier, embedding_model)
 
     def _topic_relevance(self, classifier: Any, embedding_model: str) -> Any:
         """The topic scorer, loaded now (a classifier must know every topic it may be asked)."""
-        from lm_gym.rewards import RewardModel, TopicRelevance
+        from lm_gym.rewards import TopicRelevance
 
         if self.topic_scorer == "embedding":
             scorer = TopicRelevance(embedding_model)
             self.backend = scorer.backend  # load (or warn about the fallback) now
             return scorer
-        scorer = RewardModel(classifier, label_key="topic", device=self.device)
         if self.topic is not None and self.topic not in self.topics:
             raise error.unknown("topic of the classifier scorer", self.topic, self.topics)
-        for topic in self.topics:
-            scorer.label_index(topic)  # UnknownName listing the classifier's labels
         self.backend = "classifier"
-        return scorer
+        return topic_classifier(classifier, self.device)
 
     def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
         return [(text, {"topic": meta.get("topic")}) for text, meta in prompts]
@@ -406,48 +445,56 @@ class TopicSteeringTask(TextTask):
         return self.topic_evidence(completions, meta["topic"])
 
     def topic_evidence(self, completions: Sequence[str], topics: Sequence[str]) -> np.ndarray:
-        """How far above chance the classifier puts each completion's named topic among the
-        K task topics: ``max(0, (q - 1/K) / (1 - 1/K))`` with ``q`` the softmax of the topic
-        logits, shape (B,). Text with no topic (a generic sentence, which the multi-label
-        sigmoid still gives ~0.12 for every topic) scores 0, one clearly on the topic ~1."""
-        columns = [self.topic_relevance.label_index(t) for t in self.topics]
-        logits = self.topic_relevance.logits(completions)[:, columns]  # (B, K)
-        q = np.exp(logits - logits.max(1, keepdims=True))
-        q /= q.sum(1, keepdims=True)
-        k = len(self.topics)
-        named = q[np.arange(len(completions)), [self.topics.index(t) for t in topics]]  # (B,)
-        return np.clip((named - 1.0 / k) / (1.0 - 1.0 / k), 0.0, 1.0)
-
-    def components(
-        self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]
-    ) -> dict[str, np.ndarray]:
-        comps = super().components(prompts, completions, meta)
-        if self.language_gate is not None and self.relevance_fn is None:
-            comps["relevance"] = comps["relevance"] * np.minimum(1.0, comps["fluency"] / self.language_gate)
-        return comps
+        """:func:`topic_evidence` of the completions for their named topics, shape (B,)."""
+        return topic_evidence(self.topic_relevance, completions, topics)
 
 
 class KeywordStoryTask(TextTask):
-    """Write a fluent text that uses every given concept (CommonGen-style).
+    """Write a fluent story that uses every given concept (CommonGen-style).
 
-    The prompt lists the concepts: ``"Keywords: dog, ball, park."``. relevance = the
-    fraction of concepts the completion uses, counting inflections ("dogs" covers "dog").
+    The prompt lists the concepts and then opens the story they come from:
+    ``"Keywords: duck, carry, basket. There was once a tiny duck past the basket."``; the
+    opening (the built-in prompt, one or two corpus sentences) sets the story's world and
+    hero, so the concepts are words the LM can follow there. relevance (v1) = the fraction
+    of the concepts the completion uses, counting inflections ("ducks" covers "duck"), times
+    the language gate ``min(1, fluency / language_gate)`` (see :class:`TextTask`): a list
+    of the keywords is not a story ("duck carry basket duck ..." scores ~0.05, "She wanted
+    to carry the duck near the basket." 1.0). v0 judged the fluency of a bare list
+    ("Keywords: duck, carry.") and did not gate coverage. Measured on 128 held-out episodes
+    (24 tokens, the built-in LM): random tokens relevance 0.000 (fluency 0.002), the
+    zero-shot model 0.035 (fluency 0.484). The built-in LM hardly copies a word from the
+    list (without any list its coverage is 0.07, from the opening's topic alone), so a
+    learner rarely samples a keyword: 120 s of GRPO raised fluency (0.67) by converging on
+    the corpus's closing line, and coverage fell to 0.01 (see the README).
     Default weights: fluency 0.3, relevance 0.5, diversity 0.2. User prompts must carry a
-    ``"keywords"`` list (a ``.jsonl`` file); the prompt text is then written as above.
+    ``"keywords"`` list (a ``.jsonl`` file); their text becomes the story opening.
 
     Args:
         n_keywords: how many of a story's content words to ask for (built-in prompts).
-        (and the arguments of :class:`TextTask`)
+        opening: end the prompt with the story opening (v1); ``False``: the list alone (v0).
+        language_gate: see :class:`TextTask`; 0.25 (v1), ``None`` (v0).
+        (and the arguments of :class:`TextTask`; ``max_prompt_tokens`` defaults to 48 here,
+        room for the list and the opening)
+
+    Version History:
+        v1: the prompt opens the story after the list; coverage gated by fluency.
+        v0: the list alone, coverage ungated; still registered, unchanged.
     """
 
     name = "KeywordStory"
-    description = "Write a fluent text that uses every given concept."
+    description = "Write a fluent story that uses every given concept."
 
-    def __init__(self, n_keywords: int = 3, **kwargs: Any) -> None:
+    def __init__(
+        self, n_keywords: int = 3, opening: bool = True, language_gate: float | None = 0.25, **kwargs: Any
+    ) -> None:
         from lm_gym.rewards import KeywordCoverage
 
         self.n_keywords = check_int("n_keywords", n_keywords, low=1, high=8)
-        super().__init__(**kwargs)
+        if not isinstance(opening, bool):
+            raise error.InvalidArgument(f"opening must be True or False, got {opening!r}")
+        self.opening = opening
+        kwargs.setdefault("max_prompt_tokens", 48)
+        super().__init__(language_gate=language_gate, **kwargs)
         self.coverage = KeywordCoverage()
 
     def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
@@ -459,36 +506,84 @@ class KeywordStoryTask(TextTask):
                     "Pass a .jsonl file of {\"prompt\": ..., \"keywords\": [...]} objects."
                 )
             words = list(meta["keywords"])[: self.n_keywords]
-            out.append((f"Keywords: {', '.join(words)}.", {"keywords": words}))
+            head = f"Keywords: {', '.join(words)}."
+            out.append((f"{head} {text.strip()}" if self.opening and text.strip() else head, {"keywords": words}))
         return out
 
     def relevance(self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]) -> np.ndarray:
         return self.coverage(prompts, completions, keywords=meta["keywords"])
 
 
+SUBJECT_SCORERS = ("classifier", "overlap")
+"""How Continuation scores staying on the prompt's subject (see :class:`ContinuationTask`)."""
+
+
 class ContinuationTask(TextTask):
     """The plain composite: continue the prompt fluently, on its subject, without repeating.
 
-    relevance = :class:`lm_gym.rewards.Continuity`, the overlap of the completion's
-    content words with the prompt's. Default weights: fluency 0.4, relevance 0.4,
-    diversity 0.2.
+    relevance (v1) = the built-in classifier's evidence that the completion is on the
+    prompt's topic (:func:`topic_evidence` for the topic the classifier gives the prompt
+    itself, so any prompt works), times the language gate ``min(1, fluency /
+    language_gate)`` (see :class:`TextTask`). v0's relevance was the content-word overlap
+    of :class:`lm_gym.rewards.Continuity`, on which the zero-shot model scored 0.07 (a story
+    goes on in new words) and a learner gained fluency instead. Measured on 128 held-out
+    episodes (24 tokens): random tokens relevance 0.001 (fluency 0.002), the zero-shot model
+    0.693 (fluency 0.492), which loses it mostly to generic lines ("Let us come back
+    tomorrow," said ...) and drift to another topic; the classifier names the prompt's
+    corpus topic for 97 % of the held-out prompts.
+    Default weights: fluency 0.4, relevance 0.4, diversity 0.2.
+
+    Args:
+        subject_scorer: ``"classifier"`` (v1) or ``"overlap"`` (v0, content-word overlap).
+        classifier: the topic classifier of ``"classifier"``: ``"builtin"`` or a local
+            path to a sequence classifier whose labels include every corpus topic.
+        language_gate: see :class:`TextTask`; 0.25 (v1), ``None`` (v0).
+        (and the arguments of :class:`TextTask`)
+
+    Version History:
+        v1: the classifier's evidence for the prompt's own topic, gated by fluency.
+        v0: content-word overlap with the prompt, ungated; still registered, unchanged.
     """
 
     name = "Continuation"
     description = "The plain composite: fluent, on the prompt's subject, diverse."
     default_weights = {"fluency": 0.4, "relevance": 0.4, "diversity": 0.2}
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        subject_scorer: str = "classifier",
+        classifier: str | os.PathLike[str] = "builtin",
+        language_gate: float | None = 0.25,
+        **kwargs: Any,
+    ) -> None:
         from lm_gym.rewards import Continuity
 
-        super().__init__(**kwargs)
+        if subject_scorer not in SUBJECT_SCORERS:
+            raise error.unknown("subject_scorer", subject_scorer, SUBJECT_SCORERS)
+        self.subject_scorer = subject_scorer
+        super().__init__(language_gate=language_gate, **kwargs)
         self.continuity = Continuity()
+        self.classifier = topic_classifier(classifier, self.device) if subject_scorer == "classifier" else None
+        self._prompt_topics: dict[str, str] = {}
 
     def prepare_prompts(self, prompts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
         return [(text, {}) for text, _ in prompts]
 
+    def prompt_topics(self, prompts: Sequence[str]) -> list[str]:
+        """The topic the classifier gives each prompt (its most probable corpus topic), cached."""
+        from lm_gym.models.corpus import TOPICS
+
+        new = list(dict.fromkeys(p for p in prompts if p not in self._prompt_topics))
+        if new:
+            best = topic_distribution(self.classifier, new).argmax(1)  # (N,)
+            self._prompt_topics.update({p: TOPICS[int(i)] for p, i in zip(new, best)})
+        return [self._prompt_topics[p] for p in prompts]
+
     def relevance(self, prompts: list[str], completions: list[str], meta: Mapping[str, list[Any]]) -> np.ndarray:
-        return self.continuity(prompts, completions)
+        """The subject score alone, ungated (:meth:`TextTask.components` applies the gate)."""
+        if self.subject_scorer == "overlap":
+            return self.continuity(prompts, completions)
+        return topic_evidence(self.classifier, completions, self.prompt_topics(prompts))
 
 
 TEXT_TASKS: dict[str, type[TextTask]] = {
