@@ -7,7 +7,8 @@ Measures, in one run and on the same model (the built-in LM), tokens/s of
   slot stepping every step, episodes autoresetting (prefilled) as they end; and the plain
   Gymnasium loop, ``predict(obs)`` without flags (the policy tells for itself which slots
   continue and which restart);
-- ``model.generate`` (sampling, KV cache) on the same prompts, batch and length
+- ``model.generate`` (sampling, KV cache) of the stock Hugging Face model (as
+  ``AutoModelForCausalLM.from_pretrained`` gives it), on the same prompts, batch and length
   (``min_new_tokens = max_new_tokens`` so every row generates the full length),
 
 at batch 1, 16 and 64, and prints the ratio rollout / generate (target >= 1.0 at 16 and
@@ -31,10 +32,11 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
+from transformers import AutoModelForCausalLM
 
 import agents
 import lm_gym
-from lm_gym.models import load_model_and_tokenizer
+from lm_gym.models import builtin_path, load_model_and_tokenizer
 
 
 def zero_reward(prompts: list[str], completions: list[str], **meta: object) -> list[float]:
@@ -114,6 +116,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     assert lm_gym  # registers the ids
     model, tokenizer = load_model_and_tokenizer("builtin")
+    # The reference is generate as a Hugging Face user runs it: the stock model, its "gelu_new"
+    # in Python (lm_gym's loaders swap it for the fused kernel; that column is printed too).
+    stock = AutoModelForCausalLM.from_pretrained(builtin_path()).eval()
     print(f"model: builtin ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params), "
           f"{args.tokens} new tokens, {args.threads} torch thread(s), env {args.env}")
     columns = {  # name: (allow EOS, episode_start flags)
@@ -128,15 +133,17 @@ def main() -> None:
     for b in args.batches:
         runners = {name: Rollout(args.env, b, args.tokens, allow_eos=eos, flags=flags)
                    for name, (eos, flags) in columns.items()}
-        runners["generate"] = Generate(model, tokenizer, runners["flags"].first_obs, args.tokens)
+        runners["generate"] = Generate(stock, tokenizer, runners["flags"].first_obs, args.tokens)
+        runners["fused generate"] = Generate(model, tokenizer, runners["flags"].first_obs, args.tokens)
         best = dict.fromkeys(runners, 0.0)
         for _ in range(args.repeats):  # interleaved, best of n: the machine may be shared
             for key, runner in runners.items():
                 best[key] = max(best[key], runner.tokens_per_s(args.rounds))
         g = best["generate"]
         print(f"| {b:5d} | {g:14.0f} | "
-              + " | ".join(f"{best[name]:15.0f} | {best[name] / g:5.2f}" for name in columns) + " |",
-              flush=True)
+              + " | ".join(f"{best[name]:15.0f} | {best[name] / g:5.2f}" for name in columns) + " |"
+              + f"  (fused-GELU generate {best['fused generate']:.0f} tok/s: plain {best['plain'] / best['fused generate']:.2f}x,"
+              f" EOS plain {best['EOS plain'] / best['fused generate']:.2f}x)", flush=True)
     print()
     print(f"| {'env':<24} | {'vocab':>6} | {'buffer bytes/token':>18} |")
     print("|--------------------------|-------:|-------------------:|")
