@@ -342,3 +342,29 @@ def test_benchmark_evaluation_uses_the_held_out_prompts(tmp_path):
     test = {row["prompt"] for row in lm_gym.prompt_dataset(env_id, split="test")}
     train = {row["prompt"] for row in lm_gym.prompt_dataset(env_id, split="train")}
     assert seen and seen <= test and not seen & train
+
+
+def test_the_bench_bar_moves_with_the_running_cells_curves(tmp_path):
+    import io
+
+    from tqdm.auto import tqdm
+
+    from lm_gym.bench.config import Cell
+    from lm_gym.bench.runner import CellWatch, cell_dir
+
+    steps = Cell("lm_gym/KeywordToy-v0", "ppo", 0, budget=1000)
+    timed = Cell("lm_gym/SentimentContinuation-v0", "grpo", 1, budget=10**9, time_budget=100.0)
+    waiting = Cell("lm_gym/KeywordToy-v0", "ppo", 2, budget=1000)
+    for cell, row in ((steps, "250,3.0,0.1"), (timed, "640,50.0,0.2")):
+        cell_dir(tmp_path, cell).mkdir(parents=True)
+        (cell_dir(tmp_path, cell) / "curve.csv").write_text(f"timesteps,time_s,reward\n{row}\n")
+    bar = tqdm(total=3, file=io.StringIO(), bar_format="{desc} {n:.2f}")
+    watch = CellWatch(bar, tmp_path, [steps, timed, waiting])
+    try:
+        watch._show()
+        assert bar.n == pytest.approx(0.25 + 0.5)  # a quarter of the steps, half of the seconds
+        assert bar.desc == "bench: training ppo on KeywordToy-v0 seed 0, grpo on SentimentContinuation-v0 seed 1"
+        watch.finished(steps)
+        assert bar.n == pytest.approx(1 + 0.5)
+    finally:
+        watch.stop()

@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import shutil
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -404,6 +405,57 @@ def _check_ranks_agree(agent: Any, ctx: Any, directory: Path, main: bool) -> Non
 # -- the grid -------------------------------------------------------------------------------
 
 
+class CellWatch:
+    """The bench bar's progress while cells run in other processes: every second it reads each
+    running cell's ``curve.csv`` (steps or seconds done of its budget), so the bar moves in
+    fractions of cells, its ETA follows the work done, and its label names what is training."""
+
+    def __init__(self, bar: Any, out_dir: Path, cells: list[Cell]) -> None:
+        self.bar, self.out_dir, self.running = bar, out_dir, {c.key: c for c in cells}
+        self.done = 0
+        self._lock = threading.Lock()  # the main thread (a cell finished) and the poller both draw
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def finished(self, cell: Cell) -> None:
+        self.running.pop(cell.key, None)
+        self.done += 1
+        self._show()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(1.0):
+            self._show()
+
+    def _fraction(self, cell: Cell) -> float:
+        """How much of ``cell``'s budget its curve shows done, in [0, 1)."""
+        try:
+            rows = (cell_dir(self.out_dir, cell) / "curve.csv").read_text().splitlines()
+            last = dict(zip(rows[0].split(","), rows[-1].split(","))) if len(rows) > 1 else {}
+            done = [float(last["timesteps"]) / cell.budget]
+            if cell.time_budget:
+                done.append(float(last["time_s"]) / cell.time_budget)
+        except (OSError, KeyError, ValueError, IndexError):
+            return 0.0
+        return min(max(done), 0.99)
+
+    def _show(self) -> None:
+        with self._lock:
+            started = [(c, self._fraction(c)) for c in list(self.running.values())]
+            active = [c for c, f in started if f > 0]
+            what = ", ".join(f"{c.agent} on {c.env_id.split('/')[-1]} seed {c.seed}" for c in active[:2])
+            self.bar.set_description_str(f"bench: training {what}" if what else "bench", refresh=False)
+            progress = self.done + sum(f for _, f in started)
+            if progress > self.bar.n:  # update(), not n =: tqdm's rate and ETA follow update()
+                self.bar.update(progress - self.bar.n)
+            else:
+                self.bar.refresh()
+
+
 def run_bench(
     config: BenchConfig | None = None,
     out: str | Path = "runs/bench",
@@ -448,16 +500,23 @@ def run_bench(
     if results:
         logger.info("%d of %d cells already done in %s; running the other %d", len(results), len(cells), out_dir, len(todo))
     runner = get_backend(backend if backend is not None else config.backend, workers=config.workers, threads=config.threads)
-    bar = tqdm(total=len(todo), desc="bench", unit="cell", disable=not progress or not todo)
+    bar = tqdm(total=len(todo), desc="bench", unit="cell", disable=not progress or not todo,
+               bar_format="{desc} |{bar}| {n:.1f}/{total} cells [{elapsed}<{remaining}]")
     inline_bars = progress and runner.workers == 1
+    watch = CellWatch(bar, out_dir, todo) if progress and not inline_bars and todo else None
     try:
         for result in runner.run(todo, out_dir, progress_bar=inline_bars):
             results[result.cell.key] = result
-            bar.update(1)
+            if watch is not None:
+                watch.finished(result.cell)
+            else:
+                bar.update(1)
             what = f"{result.eval['mean_reward']:.3f}" if result.eval else f"FAILED ({result.error})"
             if progress:
                 bar.write(f"{result.cell.agent} on {result.cell.env_id} seed {result.cell.seed}: {what} [{result.seconds:.0f}s]")
     finally:
+        if watch is not None:
+            watch.stop()
         bar.close()
         runner.close()
     ordered = [results[c.key] for c in cells if c.key in results]
