@@ -129,10 +129,12 @@ def flops_bound(r: dict[str, Any], batch: int, gflops: float, n_epochs: int) -> 
     return (forward + ref + update) / (gflops * 1e9)
 
 
-def run_baseline(path: str, batch: int, iters: int) -> list[dict[str, Any]]:
-    """The same timings on another checkout, in a subprocess (its own code, totals only)."""
+def run_baseline(path: str, batch: int, iters: int, phases: bool = False) -> list[dict[str, Any]]:
+    """The same timings on another checkout, in a subprocess (its own code; totals only unless
+    ``phases``, which needs the phase functions this script wraps to exist there)."""
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, __file__, "--json", "--batch", str(batch), "--iters", str(iters), "--no-phases"]
+    cmd = [sys.executable, __file__, "--json", "--batch", str(batch), "--iters", str(iters)]
+    cmd += [] if phases else ["--no-phases"]
     proc = subprocess.run(cmd, env=env, cwd=path, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -143,6 +145,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--learners", nargs="*", default=list(LEARNERS))
     parser.add_argument("--baseline", default=None, help="another checkout to time in the same run")
+    parser.add_argument("--baseline-phases", action="store_true",
+                        help="also split the baseline's time into phases (a checkout with the same phase functions)")
     parser.add_argument("--profile", action="store_true", help="torch.profiler's top ops of one iteration")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-phases", action="store_true", help=argparse.SUPPRESS)
@@ -160,21 +164,29 @@ def main() -> None:
         if args.json:
             print(json.dumps(rows))
             continue
-        base = {r["learner"]: r for r in run_baseline(args.baseline, batch, args.iters)} if args.baseline else {}
+        baseline = run_baseline(args.baseline, batch, args.iters, args.baseline_phases) if args.baseline else []
+        base = {r["learner"]: r for r in baseline}
         gflops = matmul_gflops()
         print(f"\nbatch {batch} ({batch // 4} prompts x 4), 24 new tokens, 1 thread; matmul {gflops:.1f} GFLOP/s")
-        head = ["learner", "s / iter", "tokens/s", *PHASES, "FLOP bound s"] + (["baseline s / iter", "ratio"] if base else [])
-        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-        for r in rows:
-            epochs = LEARNERS[r["learner"]].get("n_epochs", 4 if LEARNERS[r["learner"]]["agent"] == "ppo" else 1)
-            cells = [r["learner"], f"{r['s_per_iter']:.2f}", f"{r['tokens_per_s']:.0f}",
-                     *[f"{r['phases'][p]:.2f}" for p in PHASES], f"{flops_bound(r, batch, gflops, epochs):.2f}"]
-            if base:
-                b = base.get(r["learner"])
-                cells += [f"{b['s_per_iter']:.2f}", f"{r['s_per_iter'] / b['s_per_iter']:.2f}"] if b else ["-", "-"]
-            print("| " + " | ".join(cells) + " |", flush=True)
+        print_table(rows, batch, gflops, base)
+        if args.baseline_phases:
+            print(f"\nthe baseline ({args.baseline}), same run:")
+            print_table(baseline, batch, gflops, {})
     if args.profile:
         profile_one(LEARNERS[args.learners[0]], args.batch[0])
+
+
+def print_table(rows: list[dict[str, Any]], batch: int, gflops: float, base: dict[str, Any]) -> None:
+    head = ["learner", "s / iter", "tokens/s", *PHASES, "FLOP bound s"] + (["baseline s / iter", "ratio"] if base else [])
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for r in rows:
+        epochs = LEARNERS[r["learner"]].get("n_epochs", 4 if LEARNERS[r["learner"]]["agent"] == "ppo" else 1)
+        cells = [r["learner"], f"{r['s_per_iter']:.2f}", f"{r['tokens_per_s']:.0f}",
+                 *[f"{r['phases'][p]:.2f}" for p in PHASES], f"{flops_bound(r, batch, gflops, epochs):.2f}"]
+        if base:
+            b = base.get(r["learner"])
+            cells += [f"{b['s_per_iter']:.2f}", f"{r['s_per_iter'] / b['s_per_iter']:.2f}"] if b else ["-", "-"]
+        print("| " + " | ".join(cells) + " |", flush=True)
 
 
 def profile_one(config: dict[str, Any], batch: int) -> None:
