@@ -27,7 +27,6 @@ they do not enter the returned log-probabilities (as TRL's PPO trainer).
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import logging
 import operator
@@ -41,6 +40,7 @@ from torch import nn
 
 from lm_gym.error import InvalidArgument, ModelLoadError
 from lm_gym.models import fuse_activations, position_ids_from_mask
+from lm_gym.models.forward import forward_arguments
 
 __all__ = ["ActOutput", "Evaluation", "LMPolicy", "next_tokens"]
 
@@ -247,9 +247,7 @@ class LMPolicy(nn.Module):
         self.mask_model: nn.Module | None = None
         if nlpo_top_p is not None:
             self.mask_model = copy.deepcopy(model).requires_grad_(False).eval()
-        params = inspect.signature(model.forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
-        self._has_logits_to_keep = "logits_to_keep" in params
+        self._cache_kwarg, self._has_logits_to_keep = forward_arguments(model)
         self._generator: torch.Generator | None = None
         self._fast_path = True  # GPT-2 through its modules on a static cache; False: generic
         self._plain_gpt2: dict[tuple[int, bool], bool] = {}
@@ -513,7 +511,8 @@ class LMPolicy(nn.Module):
             with torch.no_grad():
                 mask_logits, _ = completion_forward(self.mask_model, input_ids, attention_mask, c)
         valid = self._valid_tokens(action_mask, logits.shape[:-1])
-        fill = 0 if valid is None else int(valid.reshape(-1, valid.shape[-1])[0].nonzero()[0])
+        # each row's first valid token ((V,) mask: a scalar; (B, V): (B, 1)) stands in for padding
+        fill = 0 if valid is None else valid.to(torch.uint8).argmax(-1)
         targets = torch.where(attention_mask[:, -c:] != 0, input_ids[:, -c:], fill)
         return self._evaluation(logits, hidden, targets, action_mask, mask_logits, temperature)
 

@@ -572,3 +572,16 @@ def test_fast_path_matches_the_generic_path_token_for_token(which, group):
     np.testing.assert_allclose(lp_fast, lp_slow, atol=1e-5, rtol=0)
     assert len_fast == len_slow  # the same schedule, compactions included
     assert any(b < a for a, b in zip(len_fast, len_fast[1:]))
+
+
+def test_completion_logprobs_stay_finite_on_padding_under_per_row_masks():
+    """Each row's padding scores a token valid in that row, so masked sums get no -inf."""
+    policy = LMPolicy.for_vocab(6, n_layer=1, n_embd=16, n_head=2, n_positions=16, seed=0)
+    ids = torch.tensor([[1, 2, 4, 5], [1, 2, 1, 0]])  # row 1's last completion column is padding
+    attn = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    mask = np.zeros((2, 6), dtype=bool)
+    mask[0, [4, 5]] = True  # disjoint valid sets: row 0's first valid token is invalid in row 1
+    mask[1, [1, 2]] = True
+    ev = policy.completion_logprobs(ids, attn, 2, action_mask=mask)
+    assert ev.logprobs.shape == (2, 2) and bool(torch.isfinite(ev.logprobs).all())
+    assert ev.entropy.shape == (2, 2) and ev.values.shape == (2, 2)

@@ -17,19 +17,26 @@ against it to 1e-5).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["completion_forward"]
+__all__ = ["completion_forward", "forward_arguments"]
 
 
-def _forward_kwargs(model: Any) -> tuple[str, bool]:
-    """(the name of the cache argument, whether ``logits_to_keep`` is accepted): transformers 5
-    names the cache ``cache``, older versions ``past_key_values``."""
-    params = inspect.signature(model.forward).parameters
+def forward_arguments(model: Any) -> tuple[str, bool]:
+    """(the name of ``model.forward``'s cache argument, whether it accepts ``logits_to_keep``):
+    transformers 5 names the cache ``cache``, older versions ``past_key_values``. Read once
+    per model class."""
+    return _forward_arguments(type(model))
+
+
+@functools.cache
+def _forward_arguments(cls: type) -> tuple[str, bool]:
+    params = inspect.signature(cls.forward).parameters
     return ("cache" if "cache" in params else "past_key_values"), "logits_to_keep" in params
 
 
@@ -69,7 +76,7 @@ def completion_forward(
         raise InvalidArgument(f"completion_width must be in [1, {width - 1}] for {width} columns, got {c!r}.")
     attention_mask = attention_mask.long()
     positions = position_ids_from_mask(attention_mask)
-    cache_kwarg, keep = _forward_kwargs(model)
+    cache_kwarg, keep = forward_arguments(model)
     if share_prompts and b > 1:
         prompts = torch.cat([input_ids[:, :p], attention_mask[:, :p]], 1)
         distinct, rows = torch.unique(prompts, dim=0, return_inverse=True)
