@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,6 +72,46 @@ def table(records: Sequence[CellRecord], envs: Sequence[str], agents: Sequence[s
     return "\n".join(lines) + "\n"
 
 
+def cell_samples(out: Path, env_id: str, agent: str, seed: int) -> list[dict]:
+    """The evaluation episodes (``samples.jsonl``) of one finished cell, in order."""
+    path = out / env_id.replace("/", "__") / agent / f"seed{seed}" / "samples.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def samples_markdown(out: Path, env_id: str, agent: str, seed: int = 0, n: int = 10, command: str = "") -> str:
+    """The first ``n`` held-out evaluation episodes of a trained cell (not picked), beside the
+    zero-shot model's completion of the same prompt (every agent's evaluation draws the same
+    prompts), with the trained completion's reward and components."""
+    trained = cell_samples(out, env_id, agent, seed)[:n]
+    zero = {i: ep for i, ep in enumerate(cell_samples(out, env_id, "model", seed)[:n])}
+    lines = [
+        f"# {short(env_id)}: ten trained samples" if n == 10 else f"# {short(env_id)}: {n} trained samples",
+        "",
+        f"The first {n} held-out evaluation episodes (`split=\"test\"`, not picked) of the {agent} run, "
+        f"seed {seed} (`samples.jsonl` of its cell), beside the zero-shot model on the same prompt. From:",
+        "",
+        f"    {command}" if command else "",
+        "",
+        "| prompt | zero-shot | trained | reward | " + " | ".join(COMPONENTS) + " |",
+        "|---|---|---|---|" + "---|" * len(COMPONENTS),
+    ]
+    for i, ep in enumerate(trained):
+        comps = ep.get("components", {})
+        before = zero.get(i)
+        shot = cell(before["text"]) if before is not None and before["prompt"] == ep["prompt"] else ""
+        lines.append(
+            f"| {cell(ep['prompt'])} | {shot} | {cell(ep['text'])} | {ep['reward']:.3f} | "
+            + " | ".join(f"{comps.get(k, math.nan):.3f}" for k in COMPONENTS) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> str:
     base = PRESETS[SUITE]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -81,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--seeds", type=int, default=base["seeds"])
     parser.add_argument("--episodes", type=int, default=base["eval_episodes"], help="held-out evaluation episodes per run")
     parser.add_argument("--parallel", type=int, default=base["workers"], help="runs at once (one thread each)")
+    parser.add_argument("--samples", metavar="DIR", help="write ten trained samples per task (the best learner, "
+                        "seed 0) to DIR/<task>.md")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     agents = ["random", "model", *args.learners]
@@ -94,8 +138,26 @@ def main(argv: Sequence[str] | None = None) -> str:
     records = [r for r in load_results(out) if r.seed in config.seed_list]
     text = table(records, config.envs, agents)
     (out / "text_learning.md").write_text(text)
+    if args.samples:
+        write_samples(Path(args.samples), out, records, config.envs, args.learners)
     print(text)
     return text
+
+
+def write_samples(directory: Path, out: Path, records: Sequence[CellRecord], envs: Sequence[str],
+                  learners: Sequence[str]) -> None:
+    """For each task, the learner with the best mean reward: its seed-0 samples."""
+    groups = group(records)
+    directory.mkdir(parents=True, exist_ok=True)
+    command = f"python benchmarks/text_learning.py --out {out} --learners {' '.join(learners)}"
+    for env_id in envs:
+        scored = [(sum(r.eval["mean_reward"] for r in groups[(env_id, a)]) / len(groups[(env_id, a)]), a)
+                  for a in learners if groups.get((env_id, a))]
+        if not scored:
+            continue
+        best = max(scored)[1]
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", short(env_id).split("-")[0]).lower()
+        (directory / f"{name}.md").write_text(samples_markdown(out, env_id, best, 0, command=command))
 
 
 if __name__ == "__main__":
