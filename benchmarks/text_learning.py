@@ -86,10 +86,13 @@ def cell(text: str) -> str:
 
 def samples_markdown(out: Path, env_id: str, agent: str, seed: int = 0, n: int = 10, command: str = "") -> str:
     """The first ``n`` held-out evaluation episodes of a trained cell (not picked), beside the
-    zero-shot model's completion of the same prompt (every agent's evaluation draws the same
-    prompts), with the trained completion's reward and components."""
+    zero-shot model's completion of the same prompt (its first evaluation episode on that
+    prompt: episodes end at different steps, so two runs' episode orders differ), with the
+    trained completion's reward and components."""
     trained = cell_samples(out, env_id, agent, seed)[:n]
-    zero = {i: ep for i, ep in enumerate(cell_samples(out, env_id, "model", seed)[:n])}
+    zero: dict[str, dict] = {}  # prompt -> the zero-shot model's first episode on it
+    for ep in cell_samples(out, env_id, "model", seed):
+        zero.setdefault(ep["prompt"], ep)
     lines = [
         f"# {short(env_id)}: ten trained samples" if n == 10 else f"# {short(env_id)}: {n} trained samples",
         "",
@@ -101,10 +104,10 @@ def samples_markdown(out: Path, env_id: str, agent: str, seed: int = 0, n: int =
         "| prompt | zero-shot | trained | reward | " + " | ".join(COMPONENTS) + " |",
         "|---|---|---|---|" + "---|" * len(COMPONENTS),
     ]
-    for i, ep in enumerate(trained):
+    for ep in trained:
         comps = ep.get("components", {})
-        before = zero.get(i)
-        shot = cell(before["text"]) if before is not None and before["prompt"] == ep["prompt"] else ""
+        before = zero.get(ep["prompt"])
+        shot = cell(before["text"]) if before is not None else ""
         lines.append(
             f"| {cell(ep['prompt'])} | {shot} | {cell(ep['text'])} | {ep['reward']:.3f} | "
             + " | ".join(f"{comps.get(k, math.nan):.3f}" for k in COMPONENTS) + " |"

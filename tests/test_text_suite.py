@@ -66,3 +66,27 @@ def test_text_learning_table_has_ci_gain_and_fluency_ratio():
     assert f"| 0.600 ± {half:.3f} | +0.200 | 0.500 | 0.500 | 0.900 | 1.00 | 1,000 |" in rows["grpo"]
     assert "| 0.400 ± 0.000 | +0.000 |" in rows["zero-shot"]
     assert "| 0.200 ± 0.000 | -0.200 | 0.000 |" in rows["random"] and "| 0.00 |" in rows["random"]
+
+
+def test_samples_pair_each_trained_episode_with_the_zero_shot_episode_on_its_prompt(tmp_path):
+    import json
+
+    env = "lm_gym/KeywordStory-v1"
+
+    def write(agent, episodes):
+        cell = tmp_path / env.replace("/", "__") / agent / "seed0"
+        cell.mkdir(parents=True)
+        (cell / "samples.jsonl").write_text("".join(json.dumps(ep) + "\n" for ep in episodes))
+
+    comps = {"fluency": 0.5, "relevance": 1.0, "diversity": 0.9}
+    write("grpo", [dict(prompt=p, text=f"trained {p}", reward=0.8, components=comps) for p in ("a", "b", "c")])
+    # the zero-shot run ended its episodes in another order, and saw "a" twice
+    write("model", [dict(prompt=p, text=t, reward=0.4) for p, t in (("b", "zb"), ("a", "za1"), ("a", "za2"))])
+    lines = load_script().samples_markdown(tmp_path, env, "grpo", n=3).splitlines()
+    rows = lines[lines.index("|---|---|---|---|---|---|---|") + 1:]
+    assert rows == [
+        "| a | za1 | trained a | 0.800 | 0.500 | 1.000 | 0.900 |",
+        "| b | zb | trained b | 0.800 | 0.500 | 1.000 | 0.900 |",
+        "| c |  | trained c | 0.800 | 0.500 | 1.000 | 0.900 |",
+    ]
+    assert lines[0] == "# KeywordStory-v1: 3 trained samples"
