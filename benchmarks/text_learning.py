@@ -45,12 +45,15 @@ def fmt(value: tuple[float, float, float]) -> str:
 
 def table(records: Sequence[CellRecord], envs: Sequence[str], agents: Sequence[str]) -> str:
     """One Markdown row per task x agent: reward mean ± 95 % CI half-width over seeds, the
-    gain over the zero-shot (``model``) mean, the components and fluency / zero-shot."""
+    gain over the zero-shot (``model``) mean, the components, fluency / zero-shot, and
+    distinct-2 over the evaluation texts (distinct bigrams / bigrams across all of a run's
+    episodes): a policy that collapses onto a few sentences keeps its per-episode diversity
+    component but loses distinct-2."""
     groups = group(records)
     lines = [
         "| task | agent | seeds | reward (95 % CI) | Δ vs zero-shot | " + " | ".join(COMPONENTS)
-        + " | fluency / zero-shot | env steps |",
-        "|---|---|---|---|---|" + "---|" * len(COMPONENTS) + "---|---|",
+        + " | fluency / zero-shot | distinct-2 | env steps |",
+        "|---|---|---|---|---|" + "---|" * len(COMPONENTS) + "---|---|---|",
     ]
     for env_id in envs:
         zero = groups.get((env_id, "model"), [])
@@ -62,12 +65,13 @@ def table(records: Sequence[CellRecord], envs: Sequence[str], agents: Sequence[s
                 continue
             reward = mean_ci([r.eval["mean_reward"] for r in runs])
             comps = {k: mean_ci([r.components.get(k, math.nan) for r in runs])[0] for k in COMPONENTS}
+            distinct = mean_ci([r.eval.get("distinct-2", math.nan) for r in runs])[0]
             steps = sum(r.eval.get("num_timesteps", 0) for r in runs) / len(runs)
             name = "zero-shot" if agent == "model" else agent
             lines.append(
                 f"| {short(env_id)} | {name} | {len(runs)} | {fmt(reward)} | {reward[0] - zero_reward:+.3f} | "
                 + " | ".join(f"{comps[k]:.3f}" for k in COMPONENTS)
-                + f" | {comps['fluency'] / zero_fluency:.2f} | {steps:,.0f} |"
+                + f" | {comps['fluency'] / zero_fluency:.2f} | {distinct:.3f} | {steps:,.0f} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -52,7 +52,9 @@ def test_mean_ci_is_the_student_t_interval():
 
 def record(env_id, agent, seed, reward, fluency):
     comps = {"reward/fluency": fluency, "reward/relevance": 0.5, "reward/diversity": 0.9}
-    return CellRecord(env_id, agent, seed, {"mean_reward": reward, "num_timesteps": 1000 * (agent == "grpo"), **comps})
+    distinct = {"distinct-2": 0.3 + 0.1 * seed}
+    return CellRecord(env_id, agent, seed,
+                      {"mean_reward": reward, "num_timesteps": 1000 * (agent == "grpo"), **comps, **distinct})
 
 
 def test_text_learning_table_has_ci_gain_and_fluency_ratio():
@@ -63,7 +65,7 @@ def test_text_learning_table_has_ci_gain_and_fluency_ratio():
     rows = {line.split(" | ")[1]: line for line in load_script().table(records, [env], ["random", "model", "grpo"]).splitlines()[2:]}
     assert list(rows) == ["random", "zero-shot", "grpo"]
     half = T_975_2 * 0.1 / math.sqrt(3)
-    assert f"| 0.600 ± {half:.3f} | +0.200 | 0.500 | 0.500 | 0.900 | 1.00 | 1,000 |" in rows["grpo"]
+    assert f"| 0.600 ± {half:.3f} | +0.200 | 0.500 | 0.500 | 0.900 | 1.00 | 0.400 | 1,000 |" in rows["grpo"]
     assert "| 0.400 ± 0.000 | +0.000 |" in rows["zero-shot"]
     assert "| 0.200 ± 0.000 | -0.200 | 0.000 |" in rows["random"] and "| 0.00 |" in rows["random"]
 
