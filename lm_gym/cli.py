@@ -450,7 +450,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         from lm_gym.models.classifier import pretrain_classifier as train
     else:
         from lm_gym.models.pretrain import pretrain as train
-    metrics = train(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress)
+    kwargs = {}
+    if args.keyword_lists is not None:
+        if args.classifier:
+            raise error.InvalidArgument("--keyword-lists is an LM pretraining option; drop it or --classifier")
+        from lm_gym.models.pretrain import PretrainConfig
+
+        base = PretrainConfig.quick() if args.quick else PretrainConfig()
+        kwargs["config"] = dataclasses.replace(base, keyword_lists=args.keyword_lists)
+    metrics = train(args.out, quick=args.quick, seed=args.seed, steps=args.steps, progress=not args.no_progress,
+                    **kwargs)
     print(metrics_table({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}))
     use = (f"lm_gym.rewards.RewardModel({str(args.out)!r}, label=...)" if args.classifier
            else f"gym.make(ENV, model={str(args.out)!r})")
@@ -679,6 +688,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a tiny model and corpus (seconds; for tests)")
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default: the config's)")
+    p.add_argument("--keyword-lists", type=float, default=None, metavar="FRACTION",
+                   help="start this fraction of the training stories with their keyword list, KeywordStory's "
+                   "prompt format (default: 0, the shipped model)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_pretrain)
 

@@ -299,6 +299,40 @@ def test_quick_pretrain_writes_a_loadable_model(tmp_path):
     assert again["test_ppl"] == pytest.approx(metrics["test_ppl"], rel=1e-6)  # deterministic
 
 
+def test_keyword_list_pretraining_texts_use_keyword_storys_prompt_format():
+    from lm_gym.models.corpus import keyword_header
+    from lm_gym.models.pretrain import PretrainConfig, training_texts
+
+    stories = corpus("train", 400)
+    assert training_texts(stories) == [s.text for s in stories]  # the shipped model's corpus
+    listed = training_texts(stories, keyword_lists=1.0)
+    for story, text in zip(stories, listed):
+        head = keyword_header(story.keywords[:3])
+        assert text == f"{head} {story.text}" and head.startswith("Keywords: ")
+        assert all(re.search(rf"\b{re.escape(w)}", story.text, re.IGNORECASE) for w in story.keywords[:3])
+    half = training_texts(stories, keyword_lists=0.5, seed=3)
+    n = sum(t.startswith("Keywords: ") for t in half)
+    assert 150 < n < 250 and half == training_texts(stories, keyword_lists=0.5, seed=3)
+    # KeywordStory's built-in prompts open with the same header as the pretraining texts
+    env = gym.make("lm_gym/KeywordStory-v1")
+    prompt = env.unwrapped.task.prompts[0][0]
+    assert re.match(r"Keywords: [a-z]+(, [a-z]+)*\. ", prompt), prompt
+    env.close()
+    with pytest.raises(InvalidArgument, match=r"keyword_lists must be a fraction in \[0, 1\], got 1.5"):
+        PretrainConfig(keyword_lists=1.5)
+
+
+def test_quick_pretrain_with_keyword_lists_records_the_fraction(tmp_path):
+    import dataclasses
+
+    from lm_gym.models.pretrain import PretrainConfig, pretrain
+
+    cfg = dataclasses.replace(PretrainConfig.quick(), keyword_lists=0.5, steps=5)
+    metrics = pretrain(tmp_path, config=cfg, progress=False)
+    assert metrics["config"]["keyword_lists"] == 0.5 and math.isfinite(metrics["test_ppl"])
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["keyword_lists"] == 0.5
+
+
 def test_perplexity_through_the_shared_logprob_routine_reproduces_the_shipped_metrics():
     from lm_gym.models import builtin_path, load_frozen
     from lm_gym.models.pretrain import perplexity

@@ -342,6 +342,16 @@ def topic_words(topic: str) -> list[str]:
     return list(dict.fromkeys(words))
 
 
+N_KEYWORDS = 3
+"""How many of a story's keywords a keyword list names (KeywordStory's default)."""
+
+
+def keyword_header(words: tuple[str, ...] | list[str]) -> str:
+    """A keyword list as KeywordStory's prompts and keyword-list pretraining write it:
+    ``"Keywords: duck, carry, basket."``."""
+    return f"Keywords: {', '.join(words)}."
+
+
 def topic_nouns(topic: str) -> list[str]:
     """The nouns of ``topic`` that no other topic's lexicon uses (TopicSteering's bridge
     words: each names one topic only).

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lm_gym.error import InvalidArgument
-from lm_gym.models.corpus import Story, corpus
+from lm_gym.models.corpus import N_KEYWORDS, Story, corpus, keyword_header
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,15 @@ class PretrainConfig(TrainConfig):
 
     vocab_size: int = 2048
     """BPE vocabulary size, special tokens included."""
+    keyword_lists: float = 0.0
+    """Fraction of the training stories that start with their keyword list, in KeywordStory's
+    prompt format (``"Keywords: duck, carry, basket. <story>"``, :func:`training_texts`),
+    so that the LM learns to use listed words. 0: the shipped built-in model."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not (isinstance(self.keyword_lists, (int, float)) and 0.0 <= self.keyword_lists <= 1.0):
+            raise InvalidArgument(f"keyword_lists must be a fraction in [0, 1], got {self.keyword_lists!r}.")
         if self.vocab_size < 300:
             raise InvalidArgument(
                 f"vocab_size must be at least 300 (256 bytes + merges + specials), got {self.vocab_size}."
@@ -143,9 +149,20 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
     )
 
 
-def _encode(tokenizer: Any, stories: list[Story]) -> list[list[int]]:
-    """Token ids of each story followed by EOS."""
-    ids = tokenizer([s.text for s in stories], add_special_tokens=False)["input_ids"]
+def training_texts(stories: list[Story], keyword_lists: float = 0.0, seed: int = 0) -> list[str]:
+    """The stories' texts; a ``keyword_lists`` fraction of them (drawn with ``seed``) start
+    with the story's keyword list (:func:`lm_gym.models.corpus.keyword_header` of its first
+    :data:`~lm_gym.models.corpus.N_KEYWORDS` keywords, each of which the story uses)."""
+    if keyword_lists <= 0:
+        return [s.text for s in stories]
+    listed = np.random.default_rng(seed).random(len(stories)) < keyword_lists  # (N,)
+    return [f"{keyword_header(s.keywords[:N_KEYWORDS])} {s.text}" if on else s.text
+            for s, on in zip(stories, listed)]
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text followed by EOS."""
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return [x + [tokenizer.eos_token_id] for x in ids]
 
 
@@ -180,7 +197,7 @@ def perplexity(model: Any, tokenizer: Any, stories: list[Story], batch_size: int
     from lm_gym.rewards.fluency import completion_logprob_sums
 
     n_pos = model.config.n_positions
-    seqs = [(s[:1], s[1:n_pos]) for s in _encode(tokenizer, stories)]
+    seqs = [(s[:1], s[1:n_pos]) for s in _encode(tokenizer, [story.text for story in stories])]
     nll, count = 0.0, 0
     model.eval()
     with torch.inference_mode():
@@ -287,10 +304,10 @@ def pretrain(
     cfg = configure(PretrainConfig, config, quick=quick, steps=steps, num_threads=num_threads)
     t0 = time.perf_counter()
 
-    train = corpus("train", cfg.n_train_stories)
-    tokenizer = train_tokenizer([s.text for s in train], cfg.vocab_size)
+    texts = training_texts(corpus("train", cfg.n_train_stories), cfg.keyword_lists, seed)
+    tokenizer = train_tokenizer(texts, cfg.vocab_size)
     tokenizer.model_max_length = cfg.n_positions
-    inputs, masks = _pack(_encode(tokenizer, train), cfg.n_positions, tokenizer.pad_token_id)
+    inputs, masks = _pack(_encode(tokenizer, texts), cfg.n_positions, tokenizer.pad_token_id)
     logger.info("tokenizer: %d tokens; %d training blocks of %d", len(tokenizer),
                 len(inputs), cfg.n_positions)
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from lm_gym import error
+from lm_gym.models.corpus import N_KEYWORDS, keyword_header
 from lm_gym.tasks.base import Prompt, Task, check_int
 
 N_DEFAULT_PROMPTS = 1000
@@ -485,7 +486,7 @@ class KeywordStoryTask(TextTask):
     description = "Write a fluent story that uses every given concept."
 
     def __init__(
-        self, n_keywords: int = 3, opening: bool = True, language_gate: float | None = 0.25, **kwargs: Any
+        self, n_keywords: int = N_KEYWORDS, opening: bool = True, language_gate: float | None = 0.25, **kwargs: Any
     ) -> None:
         from lm_gym.rewards import KeywordCoverage
 
@@ -506,7 +507,7 @@ class KeywordStoryTask(TextTask):
                     "Pass a .jsonl file of {\"prompt\": ..., \"keywords\": [...]} objects."
                 )
             words = list(meta["keywords"])[: self.n_keywords]
-            head = f"Keywords: {', '.join(words)}."
+            head = keyword_header(words)
             out.append((f"{head} {text.strip()}" if self.opening and text.strip() else head, {"keywords": words}))
         return out
 
