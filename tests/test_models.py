@@ -320,6 +320,8 @@ def test_keyword_list_pretraining_texts_use_keyword_storys_prompt_format():
     env.close()
     with pytest.raises(InvalidArgument, match=r"keyword_lists must be a fraction in \[0, 1\], got 1.5"):
         PretrainConfig(keyword_lists=1.5)
+    with pytest.raises(InvalidArgument, match="got True"):
+        PretrainConfig(keyword_lists=True)
 
 
 def test_quick_pretrain_with_keyword_lists_records_the_fraction(tmp_path):

@@ -87,7 +87,9 @@ class PretrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (isinstance(self.keyword_lists, (int, float)) and 0.0 <= self.keyword_lists <= 1.0):
+        if isinstance(self.keyword_lists, bool) or not (
+            isinstance(self.keyword_lists, (int, float)) and 0.0 <= self.keyword_lists <= 1.0
+        ):
             raise InvalidArgument(f"keyword_lists must be a fraction in [0, 1], got {self.keyword_lists!r}.")
         if self.vocab_size < 300:
             raise InvalidArgument(
