@@ -1,6 +1,6 @@
 """Learning on every text task: the ``text-suite`` preset (issue 11), run and tabulated.
 
-For each text task (SentimentContinuation, TopicSteering-v1, KeywordStory-v1, Continuation-v1)
+For each text task (SentimentContinuation, TopicSteering-v1, KeywordStory-v2, Continuation-v1)
 the preset runs the random agent, the zero-shot model and the default learners (GRPO and
 PPO, 16 prompts x 4 samples an iteration) with 3 seeds, each learning run for a time
 budget of one core (``--seconds``, default 300; one torch thread a run, ``--parallel``

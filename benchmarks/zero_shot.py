@@ -17,6 +17,7 @@ TEXT_IDS = [
     "lm_gym/SentimentContinuation-v0",
     "lm_gym/TopicSteering-v1",
     "lm_gym/KeywordStory-v1",
+    "lm_gym/KeywordStory-v2",
     "lm_gym/Continuation-v1",
 ]
 
@@ -25,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=200, help="episodes per (env, agent)")
     parser.add_argument("--envs", default=",".join(TEXT_IDS), help="comma-separated env ids")
-    parser.add_argument("--model", default="builtin", help="model name or path for the text envs")
+    parser.add_argument("--model", default=None, help="model name or path for the text envs (default: each env's own)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     env_ids = [e for e in args.envs.split(",") if e]
@@ -38,7 +39,7 @@ def main() -> None:
     for env_id in env_ids:
         for name, config in (("model", {"temperature": 1.0}), ("random", {})):
             start = time.perf_counter()
-            agent = make(name, env_id, seed=args.seed, n_envs=16, env_kwargs={"model": args.model}, **config)
+            agent = make(name, env_id, seed=args.seed, n_envs=16, env_kwargs={"model": args.model} if args.model else {}, **config)
             r = evaluate(agent, n_episodes=args.episodes, seed=args.seed, n_envs=16)
             print(
                 f"| {env_id} | {'zero-shot (T=1)' if name == 'model' else 'random'} "

@@ -690,7 +690,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default: the config's)")
     p.add_argument("--keyword-lists", type=float, default=None, metavar="FRACTION",
                    help="start this fraction of the training stories with their keyword list, KeywordStory's "
-                   "prompt format (default: 0, the shipped model)")
+                   "prompt format (default: 0, the shipped 'builtin' model; 0.5 made 'builtin-keywords')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_pretrain)
 

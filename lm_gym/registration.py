@@ -99,11 +99,17 @@ BUILTIN_TASKS: dict[str, tuple[str, str] | tuple[str, str, dict[str, Any]]] = {
     "lm_gym/KeywordStory-v0": (
         "lm_gym.tasks.text:KeywordStoryTask",
         "Write a fluent text that uses every given concept (v0: the list alone, ungated; kept as it was).",
-        {"opening": False, "language_gate": None, "max_prompt_tokens": 32},
+        {"opening": False, "language_gate": None, "max_prompt_tokens": 32, "model": "builtin"},
     ),
     "lm_gym/KeywordStory-v1": (
         "lm_gym.tasks.text:KeywordStoryTask",
-        "Write a fluent story that uses every given concept (the list, then the story's opening; gated by fluency).",
+        "Write a fluent story that uses every given concept (v1: on the built-in LM, which never saw a list; use v2).",
+        {"model": "builtin"},
+    ),
+    "lm_gym/KeywordStory-v2": (
+        "lm_gym.tasks.text:KeywordStoryTask",
+        "Write a fluent story that uses every given concept (the list, then the story's opening; gated by fluency; "
+        "on the keyword-list LM).",
     ),
     "lm_gym/Continuation-v0": (
         "lm_gym.tasks.text:ContinuationTask",

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import lm_gym
 from lm_gym.error import InvalidArgument, ModelLoadError, UnknownName
 from lm_gym.models import (
     BUILTIN,
@@ -34,6 +35,9 @@ from lm_gym.models.corpus import (
     topic_words,
     vocabulary,
 )
+
+KEYWORD_LISTS = 0.5
+"""The fraction of keyword-list stories the shipped ``builtin-keywords`` LM was pretrained on."""
 
 # ------------------------------------------------------------------------------ corpus
 
@@ -330,9 +334,39 @@ def test_quick_pretrain_with_keyword_lists_records_the_fraction(tmp_path):
     from lm_gym.models.pretrain import PretrainConfig, pretrain
 
     cfg = dataclasses.replace(PretrainConfig.quick(), keyword_lists=0.5, steps=5)
-    metrics = pretrain(tmp_path, config=cfg, progress=False)
+    metrics = pretrain(tmp_path / "listed", config=cfg, progress=False)
     assert metrics["config"]["keyword_lists"] == 0.5 and math.isfinite(metrics["test_ppl"])
-    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["keyword_lists"] == 0.5
+    assert json.loads((tmp_path / "listed" / "metrics.json").read_text())["config"]["keyword_lists"] == 0.5
+    # the tokenizer is learned on the plain stories: a listed word is the same tokens as in a story
+    pretrain(tmp_path / "plain", config=dataclasses.replace(cfg, keyword_lists=0.0, steps=1), progress=False)
+    listed, plain = (load_tokenizer(tmp_path / d) for d in ("listed", "plain"))
+    assert listed.get_vocab() == plain.get_vocab()
+    assert listed.encode(" duck, carry") == plain.encode(" duck, carry")
+
+
+def test_the_shipped_keyword_list_lm_shares_the_builtin_tokenizer_and_uses_the_listed_words():
+    from lm_gym.models import BUILTIN_KEYWORDS
+    from lm_gym.rewards import KeywordCoverage
+
+    metrics = json.loads((builtin_path(BUILTIN_KEYWORDS) / "metrics.json").read_text())
+    assert metrics["config"]["keyword_lists"] == KEYWORD_LISTS and metrics["test_ppl"] < 5
+    assert load_tokenizer(BUILTIN_KEYWORDS).get_vocab() == load_tokenizer(BUILTIN).get_vocab()
+    env = gym.make("lm_gym/KeywordStory-v2", split="test")
+    assert env.unwrapped.task.model_name == BUILTIN_KEYWORDS
+    rows = lm_gym.prompt_dataset(env, n=32)
+    texts, keywords = [r["prompt"] for r in rows], [r["keywords"] for r in rows]
+    coverage = {}
+    for name in (BUILTIN, BUILTIN_KEYWORDS):
+        model, tok = load_frozen(name)
+        torch.manual_seed(0)
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        out = model.generate(**enc, max_new_tokens=24, do_sample=True, top_k=0, pad_token_id=tok.pad_token_id)
+        completions = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        coverage[name] = float(np.mean(KeywordCoverage()(texts, completions, keywords=keywords)))
+    # measured: 0.03 and 0.4 (the built-in LM never saw a keyword list)
+    assert coverage[BUILTIN] < 0.15 < 0.3 < coverage[BUILTIN_KEYWORDS], coverage
+    with pytest.raises(UnknownName, match=r"Unknown built-in model 'builtin-kw'.*'builtin-keywords'"):
+        builtin_path("builtin-kw")
 
 
 def test_perplexity_through_the_shared_logprob_routine_reproduces_the_shipped_metrics():

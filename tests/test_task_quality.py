@@ -29,6 +29,7 @@ IDS = [
             "the zero-shot model 0.06 (the model continues the story's own topic); v1 fixes it",
         ),
     ),
+    "lm_gym/KeywordStory-v2",
     "lm_gym/KeywordStory-v1",
     "lm_gym/KeywordStory-v0",
     "lm_gym/Continuation-v1",
@@ -37,12 +38,12 @@ IDS = [
 
 
 def completions(env, prompts, tokens=TOKENS):
-    """Seeded zero-shot samples of the built-in LM and seeded uniform valid tokens."""
+    """Seeded zero-shot samples of the env's LM and seeded uniform valid tokens."""
     import torch
 
     from lm_gym.models import load_frozen
 
-    model, tok = load_frozen("builtin")
+    model, tok = load_frozen(env.unwrapped.task.model_name)
     torch.manual_seed(0)
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     out = model.generate(**enc, max_new_tokens=tokens, do_sample=True, top_k=0, pad_token_id=tok.pad_token_id)

@@ -31,7 +31,7 @@ TOY_ENVS = [
 TEXT_ENVS = [
     "lm_gym/SentimentContinuation-v0",
     "lm_gym/TopicSteering-v1",
-    "lm_gym/KeywordStory-v1",
+    "lm_gym/KeywordStory-v2",
     "lm_gym/Continuation-v1",
 ]
 BASELINES = ("random", "model")

@@ -2,7 +2,8 @@
 
 ``"builtin"`` names the small GPT-2-architecture LM shipped in ``lm_gym/models/builtin/``
 (pretrained by :func:`lm_gym.models.pretrain.pretrain` on the procedural story corpus of
-:mod:`lm_gym.models.corpus`); it needs no download. Any other name is passed to
+:mod:`lm_gym.models.corpus`); it needs no download. ``"builtin-keywords"`` is its sibling
+pretrained with keyword lists (:data:`BUILTIN_KEYWORDS`), KeywordStory-v2's model. Any other name is passed to
 ``transformers``' Auto classes: a local directory written by ``save_pretrained``, or a
 Hugging Face Hub name, which loads only where the Hub (or its cache) is reachable. A name
 that cannot be loaded raises :class:`lm_gym.error.ModelLoadError`.
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lm_gym.error import InvalidArgument, ModelLoadError
+from lm_gym.error import InvalidArgument, ModelLoadError, unknown
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN",
+    "BUILTIN_KEYWORDS",
+    "BUILTIN_MODELS",
     "PAD_TOKEN",
     "builtin_classifier_path",
     "builtin_path",
@@ -51,13 +54,25 @@ logger = logging.getLogger(__name__)
 BUILTIN = "builtin"
 """The name of the shipped model."""
 
+BUILTIN_KEYWORDS = "builtin-keywords"
+"""The name of the shipped keyword-list LM: the built-in model's architecture, tokenizer
+and corpus, pretrained with half of its stories opened by their keyword list
+(``lm-gym pretrain --keyword-lists 0.5``), as an instruction-tuned model starts RLHF;
+KeywordStory-v2's default model."""
+
+BUILTIN_MODELS: dict[str, str] = {BUILTIN: "builtin", BUILTIN_KEYWORDS: "builtin_keywords"}
+"""The shipped LMs: name -> folder of ``lm_gym/models/``."""
+
 PAD_TOKEN = "<|pad|>"
 """The pad token added to tokenizers that have none (or whose pad equals EOS)."""
 
 
-def builtin_path() -> Path:
-    """The directory of the shipped checkpoint (config, safetensors, tokenizer, metrics)."""
-    return Path(__file__).resolve().parent / "builtin"
+def builtin_path(name: str = BUILTIN) -> Path:
+    """The directory of a shipped checkpoint (config, safetensors, tokenizer, metrics):
+    ``"builtin"`` or another of :data:`BUILTIN_MODELS`."""
+    if name not in BUILTIN_MODELS:
+        raise unknown("built-in model", name, BUILTIN_MODELS)
+    return Path(__file__).resolve().parent / BUILTIN_MODELS[name]
 
 
 def builtin_classifier_path() -> Path:
@@ -115,12 +130,13 @@ def check_device(device: Any) -> Any:
 def _resolve(name_or_path: str | os.PathLike[str]) -> tuple[str, bool]:
     """``(source, is_local)`` for a name, a path, or ``"builtin"``."""
     name = _check_name(name_or_path)
-    if name == BUILTIN:
-        path = builtin_path()
+    if name in BUILTIN_MODELS:
+        path = builtin_path(name)
         if not (path / "config.json").is_file():
+            flag = " --keyword-lists 0.5" if name == BUILTIN_KEYWORDS else ""
             raise ModelLoadError(
-                f"The built-in model is missing from {path}; reinstall lm-gym or recreate it "
-                "with `lm-gym pretrain` / lm_gym.models.pretrain.pretrain(path)."
+                f"The built-in model {name!r} is missing from {path}; reinstall lm-gym or recreate it "
+                f"with `lm-gym pretrain{flag}` / lm_gym.models.pretrain.pretrain(path)."
             )
         return str(path), True
     path = Path(name).expanduser()
@@ -379,7 +395,7 @@ def load_frozen(
     raw = _check_name(name_or_path)
     check_device(device)
     path = Path(raw).expanduser()
-    key = str(path.resolve()) if raw != BUILTIN and path.is_dir() else raw  # one entry per dir
+    key = str(path.resolve()) if raw not in BUILTIN_MODELS and path.is_dir() else raw  # one entry per dir
     return _frozen(key, str(dtype), str(device))
 
 

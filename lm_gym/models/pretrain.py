@@ -4,7 +4,8 @@
 BPE tokenizer on the train split (as GPT-2's), pretrains a small GPT-2 with the causal-LM
 loss, measures held-out perplexity, and saves model, tokenizer and ``metrics.json`` with
 ``save_pretrained`` so that ``lm_gym.models.load_model_and_tokenizer(out_dir)`` loads it.
-The checkpoint shipped in ``lm_gym/models/builtin/`` was made by ``pretrain(path)``.
+The checkpoint shipped in ``lm_gym/models/builtin/`` was made by ``pretrain(path)``, the one
+in ``lm_gym/models/builtin_keywords/`` by ``pretrain(path, config=PretrainConfig(keyword_lists=0.5))``.
 
 Training examples pack whole stories, each followed by EOS, into blocks that always start
 at a story's first token, so position 0 is a story start as in an env's prompt.
@@ -83,7 +84,8 @@ class PretrainConfig(TrainConfig):
     keyword_lists: float = 0.0
     """Fraction of the training stories that start with their keyword list, in KeywordStory's
     prompt format (``"Keywords: duck, carry, basket. <story>"``, :func:`training_texts`),
-    so that the LM learns to use listed words. 0: the shipped built-in model."""
+    so that the LM learns to use listed words. 0: the shipped ``"builtin"`` model; 0.5: the
+    shipped ``"builtin-keywords"`` (KeywordStory-v2's model)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -306,8 +308,11 @@ def pretrain(
     cfg = configure(PretrainConfig, config, quick=quick, steps=steps, num_threads=num_threads)
     t0 = time.perf_counter()
 
-    texts = training_texts(corpus("train", cfg.n_train_stories), cfg.keyword_lists, seed)
-    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    stories = corpus("train", cfg.n_train_stories)
+    texts = training_texts(stories, cfg.keyword_lists, seed)
+    # the tokenizer learns the plain stories, so a listed keyword is the same tokens as in
+    # a story (merges learned on the lists would fuse "duck," and "Keywords:" instead)
+    tokenizer = train_tokenizer([s.text for s in stories], cfg.vocab_size)
     tokenizer.model_max_length = cfg.n_positions
     inputs, masks = _pack(_encode(tokenizer, texts), cfg.n_positions, tokenizer.pad_token_id)
     logger.info("tokenizer: %d tokens; %d training blocks of %d", len(tokenizer),

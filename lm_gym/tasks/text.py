@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from lm_gym import error
+from lm_gym.models import BUILTIN_KEYWORDS
 from lm_gym.models.corpus import N_KEYWORDS, keyword_header
 from lm_gym.tasks.base import Prompt, Task, check_int
 
@@ -456,29 +457,37 @@ class KeywordStoryTask(TextTask):
     The prompt lists the concepts and then opens the story they come from:
     ``"Keywords: duck, carry, basket. There was once a tiny duck past the basket."``; the
     opening (the built-in prompt, one or two corpus sentences) sets the story's world and
-    hero, so the concepts are words the LM can follow there. relevance (v1) = the fraction
-    of the concepts the completion uses, counting inflections ("ducks" covers "duck"), times
+    hero, so the concepts are words the LM can follow there. relevance = the fraction of
+    the concepts the completion uses, counting inflections ("ducks" covers "duck"), times
     the language gate ``min(1, fluency / language_gate)`` (see :class:`TextTask`): a list
     of the keywords is not a story ("duck carry basket duck ..." scores ~0.05, "She wanted
-    to carry the duck near the basket." 1.0). v0 judged the fluency of a bare list
-    ("Keywords: duck, carry.") and did not gate coverage. Measured on 128 held-out episodes
-    (24 tokens, the built-in LM): random tokens relevance 0.000 (fluency 0.002), the
-    zero-shot model 0.035 (fluency 0.484). The built-in LM hardly copies a word from the
-    list (without any list its coverage is 0.07, from the opening's topic alone), so a
-    learner rarely samples a keyword: 120 s of GRPO raised fluency (0.67) by converging on
-    the corpus's closing line, and coverage fell to 0.01 (see the README).
+    to carry the duck near the basket." 1.0).
+
+    v2's model is ``"builtin-keywords"`` (:data:`lm_gym.models.BUILTIN_KEYWORDS`): the
+    built-in LM's architecture, tokenizer and corpus, with half of its pretraining stories
+    opened by their keyword list in this prompt format, as RLHF starts from a model tuned
+    to follow instructions. v1 runs on ``"builtin"``, which never saw a list and hardly
+    copies a word from one: its zero-shot coverage is 0.04 on the held-out prompts (0.07
+    with the opening alone), so a learner rarely samples a keyword, and 300 s of GRPO
+    converged on the corpus's closing line while coverage fell to 0.01. On
+    ``"builtin-keywords"`` the zero-shot coverage is 0.44 and learners raise it (see the
+    README's text-suite table). v0 judged the fluency of a bare list ("Keywords: duck,
+    carry.") and did not gate coverage.
     Default weights: fluency 0.3, relevance 0.5, diversity 0.2. User prompts must carry a
     ``"keywords"`` list (a ``.jsonl`` file); their text becomes the story opening.
 
     Args:
         n_keywords: how many of a story's content words to ask for (built-in prompts).
-        opening: end the prompt with the story opening (v1); ``False``: the list alone (v0).
-        language_gate: see :class:`TextTask`; 0.25 (v1), ``None`` (v0).
-        (and the arguments of :class:`TextTask`; ``max_prompt_tokens`` defaults to 48 here,
-        room for the list and the opening)
+        opening: end the prompt with the story opening (v1, v2); ``False``: the list alone (v0).
+        language_gate: see :class:`TextTask`; 0.25 (v1, v2), ``None`` (v0).
+        (and the arguments of :class:`TextTask`; ``model`` defaults to
+        ``"builtin-keywords"`` and ``max_prompt_tokens`` to 48 here, room for the list and
+        the opening)
 
     Version History:
-        v1: the prompt opens the story after the list; coverage gated by fluency.
+        v2: the keyword-list LM ``"builtin-keywords"`` as the policy and fluency judge.
+        v1: the prompt opens the story after the list; coverage gated by fluency; on
+            ``"builtin"``. Still registered, unchanged.
         v0: the list alone, coverage ungated; still registered, unchanged.
     """
 
@@ -495,6 +504,7 @@ class KeywordStoryTask(TextTask):
             raise error.InvalidArgument(f"opening must be True or False, got {opening!r}")
         self.opening = opening
         kwargs.setdefault("max_prompt_tokens", 48)
+        kwargs.setdefault("model", BUILTIN_KEYWORDS)
         super().__init__(language_gate=language_gate, **kwargs)
         self.coverage = KeywordCoverage()
 
