@@ -22,10 +22,10 @@ The same grid from the CLI: ``lm-gym bench --preset text-suite --out runs/text_l
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
