@@ -470,7 +470,7 @@ class KeywordStoryTask(TextTask):
     copies a word from one: its zero-shot coverage is 0.04 on the held-out prompts (0.07
     with the opening alone), so a learner rarely samples a keyword, and 300 s of GRPO
     converged on the corpus's closing line while coverage fell to 0.01. On
-    ``"builtin-keywords"`` the zero-shot coverage is 0.44 and learners raise it (see the
+    ``"builtin-keywords"`` the zero-shot coverage is 0.46 and learners raise it (see the
     README's text-suite table). v0 judged the fluency of a bare list ("Keywords: duck,
     carry.") and did not gate coverage.
     Default weights: fluency 0.3, relevance 0.5, diversity 0.2. User prompts must carry a
