@@ -500,12 +500,15 @@ class LMPolicy(nn.Module):
         right-padded to ``C = completion_width``; column ``j`` scores completion token ``j``
         (padding columns score a valid stand-in token, finite, for a masked sum). One pass of
         :func:`lm_gym.models.forward.completion_forward`: the LM head on the ``C`` columns only,
-        each distinct prompt run once. ``action_mask`` is (V,) or (B, V).
+        each distinct prompt run once. ``action_mask`` is (V,) or (B, V). Without gradients (a
+        frozen reference's KL log-probs) rows the env's fluency judge already ran through this
+        same model come from its memo (:func:`lm_gym.models.forward.memo_completion_forward`).
         """
-        from lm_gym.models.forward import completion_forward
+        from lm_gym.models.forward import completion_forward, memo_completion_forward
 
         c = completion_width
-        logits, hidden = completion_forward(self.model, input_ids, attention_mask, c)
+        forward = completion_forward if torch.is_grad_enabled() else memo_completion_forward
+        logits, hidden = forward(self.model, input_ids, attention_mask, c)
         mask_logits = None
         if self.mask_model is not None:
             with torch.no_grad():

@@ -85,3 +85,69 @@ def test_a_bad_completion_width_is_named():
     for bad in (0, 11):
         with pytest.raises(error.InvalidArgument, match=rf"completion_width must be in \[1, 10\] for 11 columns, got {bad}"):
             completion_forward(model, ids, mask, bad)
+
+
+# -- the fluency judge's states serve the KL reference ----------------------------------------
+
+
+def frozen(model):
+    return model.requires_grad_(False).eval()
+
+
+def pairs_of(ids, mask, c):
+    p = ids.shape[1] - c
+    return [([t for t, m in zip(r[:p], k[:p]) if m], [t for t, m in zip(r[p:], k[p:]) if m])
+            for r, k in zip(ids.tolist(), mask.tolist())]
+
+
+def test_remembered_states_serve_the_reference_pass_and_a_parameter_change_drops_them(monkeypatch):
+    """The judge's pass (completion_logprob_sums) leaves each row's states; the reference's
+    later pass over the same tokens, and over them plus one token (an EOS the judge never
+    scored), takes its logits from them and runs the model only on the rows it lacks."""
+    import lm_gym.models.forward as forward
+    from lm_gym.rewards.fluency import completion_logprob_sums
+
+    model = frozen(tiny_lm())
+    ids, mask = grouped_batch(c=6)
+    pairs = pairs_of(ids, mask, 6)
+    judged = [(p, c[:-1]) if i % 3 == 0 else (p, c) for i, (p, c) in enumerate(pairs)]  # EOS-like last token
+    judged[5] = (judged[5][0], [3, 4])  # a row the judge scored differently: not served
+    with torch.inference_mode():
+        completion_logprob_sums(model, judged, 0, torch.device("cpu"))
+    rows = []
+    original = forward.completion_forward
+    monkeypatch.setattr(forward, "completion_forward", lambda m, i, a, c, **k: rows.append(len(i)) or original(m, i, a, c, **k))
+    with torch.no_grad():
+        logits, hidden = forward.memo_completion_forward(model, ids, mask, 6)
+    assert rows == [1]  # only row 5 ran the model
+    want_logits, want_hidden = plain(model, ids, mask, 6)
+    real = mask[:, -6:].bool()
+    torch.testing.assert_close(logits[real], want_logits[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hidden[real], want_hidden[real], atol=1e-5, rtol=1e-5)
+
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(1.5)  # the weights change: every remembered state is stale
+        logits, _ = forward.memo_completion_forward(model, ids, mask, 6)
+    assert rows == [1, 12]
+    torch.testing.assert_close(logits[real], plain(model, ids, mask, 6)[0][real], atol=1e-5, rtol=1e-5)
+
+
+def test_nothing_is_remembered_for_a_model_that_trains_or_read_with_gradients(monkeypatch):
+    import lm_gym.models.forward as forward
+    from lm_gym.rewards.fluency import completion_logprob_sums
+
+    training = tiny_lm(seed=1)  # requires_grad: a policy, never memoised
+    ids, mask = grouped_batch(c=4)
+    with torch.inference_mode():
+        completion_logprob_sums(training, pairs_of(ids, mask, 4), 0, torch.device("cpu"))
+    assert training not in forward._MEMOS
+    judge = frozen(tiny_lm(seed=2))
+    with torch.inference_mode():
+        completion_logprob_sums(judge, pairs_of(ids, mask, 4), 0, torch.device("cpu"))
+    assert len(forward._MEMOS[judge].entries) == 12
+    rows, original = [], forward.completion_forward
+    monkeypatch.setattr(forward, "completion_forward", lambda m, i, a, c, **k: rows.append(len(i)) or original(m, i, a, c, **k))
+    forward.memo_completion_forward(judge, ids, mask, 4)  # gradients on: always the full pass
+    with torch.no_grad():
+        forward.memo_completion_forward(judge, ids, mask, 4)
+    assert rows == [12]

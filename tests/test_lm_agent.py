@@ -419,3 +419,35 @@ def test_learners_use_the_envs_frozen_model_as_their_reference():
     assert agent.reference is not None and agent.reference.model is env_info(envs).reference
     assert not any(p.requires_grad for p in agent.reference.parameters())
     assert agent.policy.model is not agent.reference.model  # the policy trains its own copy
+
+
+def test_the_kl_reference_reuses_the_fluency_judges_pass_and_matches_a_fresh_one(monkeypatch):
+    """On a text env the reference is the env's frozen judge: after a rollout its KL
+    log-probs come from the states the judge's fluency pass left, equal to a fresh pass."""
+    import gymnasium as gym
+    import torch
+
+    import agents
+    import lm_gym.models.forward as forward
+    from agents.rollout import teacher_forced
+
+    env = gym.make_vec("lm_gym/SentimentContinuation-v0", num_envs=8, max_new_tokens=6)
+    agent = agents.make("grpo", env, kl_coef=0.05, samples_per_prompt=4, batch_size=8, seed=0)
+    assert agent.reference.model is agent.info.reference  # shared with the env's judge
+    run_by_reference_pass, inner, memo_pass = [], forward.completion_forward, forward.memo_completion_forward
+
+    def spied(model, ids, *args, **kwargs):
+        monkeypatch.setattr(forward, "completion_forward", lambda m, i, *a, **k: run_by_reference_pass.append(len(i)) or inner(m, i, *a, **k))
+        try:
+            return memo_pass(model, ids, *args, **kwargs)
+        finally:
+            monkeypatch.setattr(forward, "completion_forward", inner)
+
+    monkeypatch.setattr(forward, "memo_completion_forward", spied)
+    batch = agent.rollout()
+    assert batch.ref_logprobs is not None
+    assert sum(run_by_reference_pass) < 8 // 2  # most rows came from the judge's states
+    forward._MEMOS.pop(agent.reference.model)
+    with torch.no_grad():
+        fresh = teacher_forced(agent.reference, batch, agent.action_mask).logprobs * batch.completion_mask
+    torch.testing.assert_close(batch.ref_logprobs, fresh.float(), atol=1e-5, rtol=1e-5)

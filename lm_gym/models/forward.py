@@ -13,18 +13,28 @@ at the columns that predict the completion tokens. Two savings apply to all of t
 
 The result equals one plain forward over the whole rows up to float rounding (tested
 against it to 1e-5).
+
+A third saving is between consumers: the fluency judge and the KL reference are, by
+default, the same frozen model (the env's own) over the same tokens. The judge's pass
+(:func:`lm_gym.rewards.fluency.completion_logprob_sums`) leaves each row's final hidden
+states in a small per-model memo (:func:`remember_states`), and
+:func:`memo_completion_forward` (the reference's pass after the rollout) serves the rows it
+finds there through the LM head alone, running the model only on the rest. The memo is
+keyed by the exact token ids and is dropped when any parameter of the model changes.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import weakref
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["completion_forward", "forward_arguments"]
+__all__ = ["completion_forward", "forward_arguments", "memo_completion_forward", "remember_states"]
 
 
 def forward_arguments(model: Any) -> tuple[str, bool]:
@@ -116,3 +126,121 @@ def _shared_prompt_forward(
                  position_ids=positions[:, p : p + c - 1], use_cache=True, output_hidden_states=True,
                  **{cache_kwarg: cache})
     return torch.cat([logits, tail.logits], 1), torch.cat([hidden, tail.hidden_states[-1]], 1)
+
+
+# -- the judge -> reference memo ----------------------------------------------------------
+
+MEMO_BYTES = 64 << 20
+"""The most bytes of hidden states one model's memo keeps (least recently used go first)."""
+
+
+class _StateMemo:
+    """``(prompt ids, completion ids) -> (L + 1, H)`` final hidden states of one model: column
+    ``j < L`` scores completion token ``j``, column ``L`` whatever follows it (e.g. EOS)."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], torch.Tensor] = OrderedDict()
+        self.bytes = 0
+        self.version: tuple[int, ...] | None = None
+        self.head_ok: bool | None = None  # logits == output embeddings(hidden), checked once
+
+    def sync(self, version: tuple[int, ...]) -> None:
+        """Forget everything when the model's parameters changed since the last entry."""
+        if version != self.version:
+            self.entries.clear()
+            self.bytes, self.version = 0, version
+
+    def put(self, key: tuple[tuple[int, ...], tuple[int, ...]], states: torch.Tensor) -> None:
+        old = self.entries.pop(key, None)
+        self.bytes += states.nelement() * states.element_size() - (0 if old is None else old.nelement() * old.element_size())
+        self.entries[key] = states
+        while self.bytes > MEMO_BYTES and self.entries:
+            _, dropped = self.entries.popitem(last=False)
+            self.bytes -= dropped.nelement() * dropped.element_size()
+
+
+_MEMOS: weakref.WeakKeyDictionary[Any, _StateMemo] = weakref.WeakKeyDictionary()
+
+
+def _version(model: Any) -> tuple[int, ...]:
+    """Every parameter's in-place version counter: an optimizer step or a weight load bumps it."""
+    return tuple(p._version for p in model.parameters())
+
+
+def remember_states(
+    model: Any,
+    pairs: list[tuple[list[int], list[int]]],
+    logits: torch.Tensor,
+    hidden: torch.Tensor,
+) -> None:
+    """Keep the final hidden states of a frozen model's pass for :func:`memo_completion_forward`.
+
+    Args:
+        model: the model that produced them; nothing is kept for one that trains.
+        pairs: B ``(prompt ids, completion ids)`` exactly as they were fed.
+        logits: (B, W, V) the pass's logits, to check once that the output embeddings map the
+            states to them (a model with a final soft-cap or scale is never memoised).
+        hidden: (B, W, H), ``W`` > every completion's length, column ``j`` as in
+            :func:`completion_forward`.
+    """
+    if any(p.requires_grad for p in model.parameters()):
+        return
+    memo = _MEMOS.get(model)
+    if memo is None:
+        memo = _MEMOS[model] = _StateMemo()
+    if memo.head_ok is None:
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        memo.head_ok = head is not None and bool(
+            (head(hidden[:1, :1]).float() - logits[:1, :1].float()).abs().max() <= 1e-4 * (1 + logits[:1, :1].abs().max())
+        )
+    if not memo.head_ok:
+        return
+    memo.sync(_version(model))
+    for i, (prompt, completion) in enumerate(pairs):
+        if len(completion) < hidden.shape[1]:
+            memo.put((tuple(prompt), tuple(completion)), hidden[i, : len(completion) + 1].clone())
+
+
+def memo_completion_forward(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`completion_forward` without gradients, serving rows from the model's memo.
+
+    A row is served when its (unpadded) prompt and completion, or its completion without its
+    last token (the EOS the judge never saw as text), were remembered by
+    :func:`remember_states` since the model's parameters last changed: its logits are the
+    output embeddings of the remembered states. The other rows run one
+    :func:`completion_forward` among themselves. Same arguments and returns.
+    """
+    import torch
+
+    memo = _MEMOS.get(model)
+    if memo is None or not memo.entries or torch.is_grad_enabled():
+        return completion_forward(model, input_ids, attention_mask, completion_width)
+    memo.sync(_version(model))
+    c = completion_width
+    p = input_ids.shape[1] - c
+    ids, mask = input_ids.tolist(), attention_mask.tolist()
+    found: list[torch.Tensor | None] = []
+    for row, row_mask in zip(ids, mask):
+        prompt = tuple(t for t, m in zip(row[:p], row_mask[:p]) if m)
+        completion = tuple(t for t, m in zip(row[p:], row_mask[p:]) if m)
+        states = memo.entries.get((prompt, completion))
+        if states is None and completion:
+            states = memo.entries.get((prompt, completion[:-1]))
+        found.append(None if states is None else states[: len(completion)])
+    hits = [i for i, s in enumerate(found) if s is not None]
+    if not hits:
+        return completion_forward(model, input_ids, attention_mask, c)
+    first = found[hits[0]]
+    hidden = first.new_zeros((len(found), c, first.shape[-1]))  # (B, C, H)
+    for i in hits:
+        states = found[i]
+        hidden[i, : len(states)] = states
+    logits = model.get_output_embeddings()(hidden)  # (B, C, V)
+    misses = [i for i, s in enumerate(found) if s is None]
+    if misses:
+        rows = torch.tensor(misses, device=input_ids.device)
+        miss_logits, miss_hidden = completion_forward(model, input_ids[rows], attention_mask[rows], c)
+        logits[rows], hidden[rows] = miss_logits.to(logits.dtype), miss_hidden.to(hidden.dtype)
+    return logits, hidden

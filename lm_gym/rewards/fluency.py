@@ -132,28 +132,34 @@ def completion_logprob_sums(
     ``(prompt_ids, completion_ids)`` pairs: prompts left-padded, completions right-padded,
     one :func:`lm_gym.models.forward.completion_forward` pass (each distinct prompt run once,
     the LM head on the completion columns only). The one log-prob routine of lm_gym
-    (fluency, perplexity metrics, pretraining's perplexity)."""
+    (fluency, perplexity metrics, pretraining's perplexity). A frozen model's final hidden
+    states stay in its memo (:func:`lm_gym.models.forward.remember_states`), so a KL
+    reference that is the same model over the same tokens need not run it again."""
     import torch
 
-    from lm_gym.models.forward import completion_forward
+    from lm_gym.models.forward import completion_forward, remember_states
 
     counts = np.array([len(c) for _, c in chunk], dtype=np.int64)
     n_new = int(counts.max())
     if n_new == 0:
         return np.zeros(len(chunk)), counts
     p = max(len(prompt) for prompt, _ in chunk)
-    input_ids = torch.full((len(chunk), p + n_new), pad_id, dtype=torch.long)  # (B, P + C)
-    attention_mask = torch.zeros((len(chunk), p + n_new), dtype=torch.long)  # (B, P + C)
+    # one padding column more than the longest completion: the pass then also yields the
+    # state after each completion's last token, which scores an EOS after it (kept for the
+    # KL reference by remember_states)
+    input_ids = torch.full((len(chunk), p + n_new + 1), pad_id, dtype=torch.long)  # (B, P + C + 1)
+    attention_mask = torch.zeros((len(chunk), p + n_new + 1), dtype=torch.long)  # (B, P + C + 1)
     for i, (prompt, completion) in enumerate(chunk):
         input_ids[i, p - len(prompt) : p + len(completion)] = torch.tensor(prompt + completion, dtype=torch.long)
         attention_mask[i, p - len(prompt) : p + len(completion)] = 1
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    logits, _ = completion_forward(model, input_ids, attention_mask, n_new)  # (B, C, V)
-    logits = logits.float()
-    targets = input_ids[:, p:]  # (B, C)
+    logits, hidden = completion_forward(model, input_ids, attention_mask, n_new + 1)  # (B, C + 1, .)
+    remember_states(model, chunk, logits, hidden)
+    logits = logits[:, :n_new].float()
+    targets = input_ids[:, p : p + n_new]  # (B, C)
     token_logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (B, C)
     # where, not multiply: logits at padded positions may be non-finite
-    sums = torch.where(attention_mask[:, p:] != 0, token_logprobs, 0.0).sum(-1)  # (B,)
+    sums = torch.where(attention_mask[:, p : p + n_new] != 0, token_logprobs, 0.0).sum(-1)  # (B,)
     return sums.double().cpu().numpy(), counts
 
 
