@@ -8,12 +8,16 @@ ever adds time), tokens/s, and where the time went:
 
 - ``decode``: the policy's KV-cached steps (``LMPolicy.act``);
 - ``env``: vector-env stepping, minus ``reward`` (scoring the finished episodes);
-- ``ref``: the frozen reference's teacher-forced forward over the rollout;
+- ``ref``: the frozen reference's teacher-forced log-probs over the rollout (served from the
+  fluency judge's pass when the judge is the same frozen model, ``lm_gym.models.forward``'s
+  state memo: then only the LM head runs);
 - ``fwd``: the update's teacher-forced forwards; ``bwd``: ``loss.backward()``;
 - ``optim``: gradient clipping and the optimizer step; ``log``: metrics and CSV;
 
 and the arithmetic lower bound of the same work: FLOPs (2 x parameters per token forward,
-twice that backward; attention neglected) over this core's measured float32 matmul rate.
+twice that backward; attention neglected) over this core's measured float32 matmul rate:
+the decode steps, one teacher-forced pass of the frozen model over the rollout (the fluency
+judge's, which the reference shares) and the update's forwards and backwards.
 
 ``--baseline PATH`` also times the same configuration on another checkout (e.g. a worktree
 of commit 9058b6f: ``git worktree add /tmp/base 9058b6f``) in a subprocess, totals only,
@@ -124,9 +128,9 @@ def flops_bound(r: dict[str, Any], batch: int, gflops: float, n_epochs: int) -> 
     """Seconds of pure matmul arithmetic for one iteration's forwards and backwards."""
     p, tokens = r["params"], 24 * batch
     forward = 2 * p * tokens  # decode: one token per slot per step
-    ref = 2 * p * batch * r["width"]
+    judge = 2 * p * batch * r["width"]  # the frozen model's pass; the reference reuses it
     update = 3 * 2 * p * batch * r["width"] * n_epochs  # forward + backward (2x) per epoch
-    return (forward + ref + update) / (gflops * 1e9)
+    return (forward + judge + update) / (gflops * 1e9)
 
 
 def run_baseline(path: str, batch: int, iters: int, phases: bool = False) -> list[dict[str, Any]]:

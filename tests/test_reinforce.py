@@ -16,16 +16,6 @@ COPY_SMALL = {"alphabet_size": 2, "min_length": 2, "max_length": 2}
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def test_learns_copy():
-    """Copy with 2 letters and length 2: random ~0.25; 6k steps (~4 s) reach > 0.6 (seed 0: 0.81)."""
-    random = random_level("lm_gym/Copy-v0", COPY_SMALL)
-    assert 0.2 < random < 0.3
-    agent = Reinforce("lm_gym/Copy-v0", env_kwargs=COPY_SMALL, n_envs=16, batch_size=32, seed=0)
-    agent.learn(6_000)
-    after = agents.evaluate(agent, n_episodes=200, seed=123)["mean_reward"]
-    assert after > 0.6, (random, after)
-
-
 def test_learns_keyword_toy_with_leave_one_out():
     """KeywordToy (defaults): random ~0.38; 10k steps (~3 s) with RLOO (k=4) gain > 0.04 (seed 0: 0.45)."""
     random = random_level("lm_gym/KeywordToy-v0", {})
@@ -83,17 +73,26 @@ def test_update_is_one_teacher_forced_forward_per_chunk(minibatch_size, forwards
 
 
 def test_gradient_accumulation_matches_the_full_batch():
-    results = []
+    """The gradient the optimizer steps on, compared before the step: after it, Adam's
+    normalisation turns float rounding on a weight whose gradient is ~0 into a visible change."""
+    grads = []
     for size in (None, 3):
         agent = Reinforce("lm_gym/Copy-v0", env_kwargs=COPY_SMALL, n_envs=8, batch_size=8, seed=0,
                           minibatch_size=size, baseline="none")
-        batch = agent.rollout()
-        agent.update(batch)
-        results.append(torch.cat([p.detach().flatten() for p in agent.policy.parameters()]))
-    # The chunks may take the other (exact) teacher-forced path, shared or plain prompts:
-    # float rounding of 1e-7, which Adam's normalisation lifts to a few 1e-6 on weights
-    # whose gradient is almost 0.
-    torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-5)
+        step = agent.optimizer_step
+        seen = []
+
+        def recording_step(step=step, seen=seen, agent=agent):
+            seen.append(torch.cat([p.grad.flatten() for p in agent.policy.parameters() if p.grad is not None]))
+            return step()
+
+        agent.optimizer_step = recording_step
+        agent.update(agent.rollout())
+        assert len(seen) == 1  # accumulated over the chunks, one step
+        grads.append(seen[0])
+    assert grads[0].shape == grads[1].shape and grads[0].abs().max() > 1e-3
+    # the chunks may take the other (exact) teacher-forced path, shared or plain prompts
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
 
 
 def test_config_rejects_bad_values():
