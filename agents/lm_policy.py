@@ -539,9 +539,14 @@ class LMPolicy(nn.Module):
         logp_all = torch.log_softmax(scaled, dim=-1)
         logprobs = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # (B, T)
         # Masked tokens have logp = -inf and p = 0: zero their logp first, so both the
-        # entropy and its gradient stay finite (entr's gradient is NaN at p = 0).
-        finite_logp = logp_all.masked_fill(~torch.isfinite(logp_all), 0.0)
+        # entropy and its gradient stay finite (entr's gradient is NaN at p = 0). The mask
+        # says where (no isfinite pass over (B, T, V)); a model that emits -inf logits itself
+        # shows as a non-finite entropy and takes the full guard.
+        finite_logp = logp_all if valid is None else logp_all.masked_fill(~valid, 0.0)
         entropy = -(logp_all.exp() * finite_logp).sum(-1)  # (B, T)
+        if not bool(torch.isfinite(entropy).all()):
+            finite_logp = logp_all.masked_fill(~torch.isfinite(logp_all), 0.0)
+            entropy = -(logp_all.exp() * finite_logp).sum(-1)
         return Evaluation(logprobs=logprobs, values=self._value(hidden), entropy=entropy)
 
     # ------------------------------------------------------------------ masks and sampling
@@ -586,7 +591,7 @@ class LMPolicy(nn.Module):
     def _scaled(
         logits: torch.Tensor, valid: torch.Tensor | None, temperature: float
     ) -> torch.Tensor:
-        scaled = logits.float() / temperature
+        scaled = logits.float() if temperature == 1 else logits.float() / temperature  # no copy at 1
         return scaled if valid is None else torch.where(valid, scaled, float("-inf"))
 
     def _sample(self, scaled: torch.Tensor, deterministic: bool) -> torch.Tensor:

@@ -319,6 +319,28 @@ def test_masked_entropy_and_its_gradient_are_finite():
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+def test_a_model_emitting_minus_inf_logits_gets_the_masked_entropy_without_a_mask():
+    """Unmasked evaluation skips the -inf guard; a head that bans tokens itself still gets the
+    finite entropy (and gradient) of the same tokens masked explicitly."""
+    policy = make_policy()
+    banned = [1, 7, 8]
+    policy.model.lm_head.register_forward_hook(lambda m, i, out: out.index_fill(-1, torch.tensor(banned), float("-inf")))
+    obs = batch([[3, 1, 4], [6, 2]])
+    ids, attn = torch.as_tensor(obs["input_ids"]), torch.as_tensor(obs["attention_mask"])
+    acts = torch.full_like(ids, 5)
+    ev = policy.logprobs_of(ids, attn, acts)
+    mask = np.ones(V, np.int8)
+    mask[banned] = 0
+    with torch.no_grad():
+        masked = policy.logprobs_of(ids, attn, acts, action_mask=mask)
+    assert bool(torch.isfinite(ev.entropy).all()) and ev.entropy.min() > 0
+    torch.testing.assert_close(ev.entropy, masked.entropy)
+    torch.testing.assert_close(ev.logprobs, masked.logprobs)
+    ev.entropy.sum().backward()
+    grads = [p.grad for p in policy.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
 def test_deterministic_is_masked_argmax():
     policy = make_policy()
     obs = batch([[1, 2], [3], [4, 5, 6]])
