@@ -236,6 +236,32 @@ def test_weight_update_invalidates_cache():
     torch.testing.assert_close(out.logits, logits, atol=1e-4, rtol=0)
 
 
+def test_after_update_reuses_the_static_buffers_and_stale_columns_stay_masked():
+    """A learner's iteration ends in after_update: the next rollout reuses the fast path's
+    key/value buffers (no reallocation, no zero-fill) holding the last rollout's keys, and
+    matches teacher forcing under the updated weights."""
+    policy = make_policy(cache_slack=3)
+    ctx = [[1, 2, 3], [4, 5], [6]]
+    for _ in range(3):  # fill the buffers with this rollout's keys and values
+        out = policy.act(batch(ctx), None)
+        ctx = [c + [int(a)] for c, a in zip(ctx, out.actions)]
+    k = policy._states["policy"].k
+    assert k is not None and k.abs().sum() > 0
+    with torch.no_grad():
+        for p in policy.model.parameters():
+            p.add_(0.05)
+    policy.after_update()
+    ctx = [[7], [8, 9, 10], [11, 2]]  # shorter prompts: stale columns lie in the window
+    for _ in range(3):
+        obs = batch(ctx)
+        out = policy.act(obs, None)
+        logits, logprobs, _ = teacher_forced_last(policy, obs, out.actions)
+        torch.testing.assert_close(out.logits, logits, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(out.logprobs, logprobs.numpy(), atol=1e-5)
+        ctx = [c + [int(a)] for c, a in zip(ctx, out.actions)]
+    assert policy._states["policy"].k is k
+
+
 def test_unflagged_new_episode_is_an_error():
     policy = make_policy()
     policy.act(batch([[1, 2, 3], [4, 5]]), None)
