@@ -613,9 +613,10 @@ class LMPolicy(nn.Module):
         # (which drew one uniform per vocabulary entry). The first column whose CDF exceeds
         # u has p > 0, so a masked token (an empty interval) is never chosen; u is kept below
         # the row's total, which rounding could otherwise reach.
-        cdf = probs.cumsum(-1, dtype=torch.float64)  # (N, V)
+        acc = torch.float32 if probs.device.type == "mps" else torch.float64  # MPS has no float64
+        cdf = probs.cumsum(-1, dtype=acc)  # (N, V)
         total = cdf[:, -1:]
-        u = torch.rand(total.shape, generator=self._generator, dtype=torch.float64, device=probs.device)
+        u = torch.rand(total.shape, generator=self._generator, dtype=acc, device=probs.device)
         u = torch.minimum(u.mul_(total), torch.nextafter(total, torch.zeros_like(total)))
         return torch.searchsorted(cdf, u, right=True).squeeze(1)
 
