@@ -114,6 +114,11 @@ class _SlotCache:
     start: int = 0
     end: int = 0
 
+    def emptied(self) -> _SlotCache:
+        """A cache with nothing cached (every slot prefills next) that keeps the static
+        key/value buffers for reuse: their stale columns stay masked until rewritten."""
+        return _SlotCache(k=self.k, v=self.v)
+
     @property
     def length(self) -> int:
         """Columns of the cache a step attends over."""
@@ -388,7 +393,7 @@ class LMPolicy(nn.Module):
         static key/value buffers stay allocated for reuse (their contents are stale and
         every column is masked until the prefill rewrites it).
         """
-        self._states = {name: _SlotCache(k=s.k, v=s.v) for name, s in self._states.items()}
+        self._states = {name: s.emptied() for name, s in self._states.items()}
 
     def refresh_mask_model(self) -> None:
         """Copy the current LM weights into the NLPO mask model (and drop its cache)."""
@@ -403,8 +408,7 @@ class LMPolicy(nn.Module):
         Returns True if the mask model was refreshed.
         """
         self._updates += 1
-        policy = self._states["policy"]  # the static buffers stay (a 30 ms zero-fill at batch 64)
-        self._states["policy"] = _SlotCache(k=policy.k, v=policy.v)
+        self._states["policy"] = self._states["policy"].emptied()  # no 30 ms re-zero-fill at batch 64
         if self.mask_model is not None and self._updates % self.nlpo_update_every == 0:
             self.refresh_mask_model()
             return True
