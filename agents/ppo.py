@@ -48,8 +48,10 @@ from lm_gym import error
 class PPOConfig(LMAgentConfig):
     """PPO's settings (with the shared ones of :class:`agents.lm_agent.LMAgentConfig`)."""
 
-    n_epochs: int = 4
-    """Passes over each rollout batch."""
+    n_epochs: int = 2
+    """Passes over each rollout batch. 2 (TRL's PPOTrainer uses 4, verl and OpenRLHF 1): on
+    SentimentContinuation it reaches the reward of 4 epochs in the same wall-clock budget at
+    0.57 x the iteration (README, "A training iteration")."""
     minibatch_size: int = 16
     """Episodes per minibatch (one teacher-forced forward/backward and optimizer step each)."""
     gamma: float = 1.0

@@ -22,7 +22,9 @@ judge's, which the reference shares) and the update's forwards and backwards.
 ``--baseline PATH`` also times the same configuration on another checkout (e.g. a worktree
 of commit 9058b6f: ``git worktree add /tmp/base 9058b6f``) in a subprocess, totals only,
 and prints the ratio of the two in one run; ``--rounds N`` alternates the two N times (the
-baseline once more at the end), each side keeping its fastest run. ``--profile`` prints torch.profiler's top ops
+baseline once more at the end), each side keeping its fastest run, and prints issue 13's
+targets against it (REINFORCE with leave-one-out and 1-epoch PPO <= 0.5 x the baseline's
+same learner, PPO's defaults <= 1.0 x the baseline's 1-epoch PPO). ``--profile`` prints torch.profiler's top ops
 for one iteration of the first learner.
 
     OMP_NUM_THREADS=1 python benchmarks/train_iteration.py [--batch 64 256] [--baseline /tmp/base]
@@ -116,7 +118,8 @@ def time_learner(name: str, config: dict[str, Any], batch: int, iters: int, time
     agent.learn(10**9, callback=stamp)
     per_iter = min(b - a for a, b in zip(stamps, stamps[1:]))
     tokens = agent.num_timesteps / len(stamps)
-    out = {"learner": name, "s_per_iter": per_iter, "tokens_per_s": tokens / per_iter}
+    out = {"learner": name, "s_per_iter": per_iter, "tokens_per_s": tokens / per_iter,
+           "n_epochs": getattr(agent.config, "n_epochs", 1)}
     if timers is not None:
         out["phases"] = {p: timers.seconds.get(p, 0.0) / iters for p in PHASES}
         out["phases"]["env"] -= out["phases"]["reward"]
@@ -189,11 +192,30 @@ def main() -> None:
         gflops = matmul_gflops()
         print(f"\nbatch {batch} ({batch // 4} prompts x 4), 24 new tokens, 1 thread; matmul {gflops:.1f} GFLOP/s")
         print_table(rows, batch, gflops, base)
+        if base:
+            print_targets(rows, base)
         if args.baseline_phases:
             print(f"\nthe baseline ({args.baseline}), same run:")
             print_table(baseline, batch, gflops, {})
     if args.profile:
         profile_one(LEARNERS[args.learners[0]], args.batch[0])
+
+
+TARGETS = (  # issue 13: (this learner, the baseline's learner, the largest ratio)
+    ("reinforce (leave-one-out)", "reinforce (leave-one-out)", 0.5),
+    ("ppo (1 epoch)", "ppo (1 epoch)", 0.5),
+    ("ppo (defaults)", "ppo (1 epoch)", 1.0),
+)
+
+
+def print_targets(rows: list[dict[str, Any]], base: dict[str, dict[str, Any]]) -> None:
+    """Each target's ratio (this checkout's s / iter over the baseline's) and whether it holds."""
+    ours = {r["learner"]: r for r in rows}
+    for mine, theirs, limit in TARGETS:
+        if mine in ours and theirs in base:
+            ratio = ours[mine]["s_per_iter"] / base[theirs]["s_per_iter"]
+            verdict = "met" if ratio <= limit else "NOT met"
+            print(f"target: {mine} <= {limit} x the baseline's {theirs}: {ratio:.2f} ({verdict})")
 
 
 def fastest(runs: list[list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -210,9 +232,8 @@ def print_table(rows: list[dict[str, Any]], batch: int, gflops: float, base: dic
     head = ["learner", "s / iter", "tokens/s", *PHASES, "FLOP bound s"] + (["baseline s / iter", "ratio"] if base else [])
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
-        epochs = LEARNERS[r["learner"]].get("n_epochs", 4 if LEARNERS[r["learner"]]["agent"] == "ppo" else 1)
         cells = [r["learner"], f"{r['s_per_iter']:.2f}", f"{r['tokens_per_s']:.0f}",
-                 *[f"{r['phases'][p]:.2f}" for p in PHASES], f"{flops_bound(r, batch, gflops, epochs):.2f}"]
+                 *[f"{r['phases'][p]:.2f}" for p in PHASES], f"{flops_bound(r, batch, gflops, r['n_epochs']):.2f}"]
         if base:
             b = base.get(r["learner"])
             cells += [f"{b['s_per_iter']:.2f}", f"{r['s_per_iter'] / b['s_per_iter']:.2f}"] if b else ["-", "-"]

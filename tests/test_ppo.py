@@ -104,7 +104,7 @@ def test_adaptive_kl_controller_moves_the_coefficient():
 
 
 def test_value_head_fits_the_returns_of_a_batch():
-    agent = small(n_envs=16, batch_size=16, vf_coef=1.0, clip_range_vf=None, learning_rate=3e-3)
+    agent = small(n_envs=16, batch_size=16, n_epochs=4, vf_coef=1.0, clip_range_vf=None, learning_rate=3e-3)
     batch = agent.rollout()
     _, returns, _ = agent.advantages(batch)
     mask = batch.completion_mask > 0
