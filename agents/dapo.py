@@ -88,8 +88,13 @@ class DAPO(LMAgent):
             if n_kept * k >= cfg.batch_size:
                 break
         out = RolloutBatch.cat(kept) if kept else batch  # nothing informative: an update of zeros
-        if len(out) > cfg.batch_size:
-            out = out.select(torch.arange(cfg.batch_size, device=out.input_ids.device), group_size=k)
+        size = min(len(out), cfg.batch_size)
+        if self.dist is not None:
+            # under torchrun every rank must take the same number of minibatch steps (one
+            # gradient all-reduce each): all keep the smallest batch any rank kept
+            size = int(self.dist.min(size))
+        if len(out) > size:
+            out = out.select(torch.arange(size, device=out.input_ids.device), group_size=k)
         out.env_steps = env_steps
         self.sampling_stats = {"rollout/kept_group_fraction": n_kept / max(n_seen, 1),
                                "rollout/sampling_rounds": float(len(kept) or 1)}

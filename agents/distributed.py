@@ -100,6 +100,12 @@ class DistContext:
         """``value`` averaged over ranks (every rank gets the same number)."""
         return self.sum(value) / self.world_size
 
+    def min(self, value: float) -> float:
+        """The smallest ``value`` over ranks (every rank gets the same number)."""
+        t = self._tensor([-value])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return -float(t.item())
+
     def any(self, flag: bool) -> bool:
         """True on every rank if it is True on any rank."""
         t = self._tensor([float(bool(flag))])
