@@ -26,6 +26,8 @@ import json
 import math
 import os
 import re
+import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -146,17 +148,18 @@ def main(argv: Sequence[str] | None = None) -> str:
     text = table(records, config.envs, agents)
     (out / "text_learning.md").write_text(text)
     if args.samples:
-        write_samples(Path(args.samples), out, records, config.envs, args.learners)
+        command = "python benchmarks/text_learning.py " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+        write_samples(Path(args.samples), out, records, config.envs, args.learners, command)
     print(text)
     return text
 
 
 def write_samples(directory: Path, out: Path, records: Sequence[CellRecord], envs: Sequence[str],
-                  learners: Sequence[str]) -> None:
-    """For each task, the learner with the best mean reward: its seed-0 samples."""
+                  learners: Sequence[str], command: str) -> None:
+    """For each task, the learner with the best mean reward: its seed-0 samples, headed by
+    ``command``, the command line that made them."""
     groups = group(records)
     directory.mkdir(parents=True, exist_ok=True)
-    command = f"python benchmarks/text_learning.py --out {out} --learners {' '.join(learners)}"
     for env_id in envs:
         scored = [(sum(r.eval["mean_reward"] for r in groups[(env_id, a)]) / len(groups[(env_id, a)]), a)
                   for a in learners if groups.get((env_id, a))]

@@ -92,3 +92,11 @@ def test_samples_pair_each_trained_episode_with_the_zero_shot_episode_on_its_pro
         "| c |  | trained c | 0.800 | 0.500 | 1.000 | 0.900 |",
     ]
     assert lines[0] == "# KeywordStory-v1: 3 trained samples"
+    # write_samples picks the learner with the best mean reward and heads its file with the
+    # whole command line that made it
+    write("ppo", [dict(prompt="a", text="ppo a", reward=0.9, components=comps)])
+    records = [CellRecord(env, "grpo", 0, {"mean_reward": 0.8}), CellRecord(env, "ppo", 0, {"mean_reward": 0.7})]
+    command = "python benchmarks/text_learning.py --out x --envs lm_gym/KeywordStory-v1 --parallel 2 --samples d"
+    load_script().write_samples(tmp_path / "docs", tmp_path, records, [env], ["grpo", "ppo"], command)
+    text = (tmp_path / "docs" / "keyword_story.md").read_text()
+    assert f"    {command}\n" in text and "of the grpo run, seed 0" in text and "trained a" in text
