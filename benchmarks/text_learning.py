@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lm_gym.bench import preset, run_bench
-from lm_gym.bench.config import PRESETS, TEXT_BATCH
+from lm_gym.bench.config import PRESETS, text_learner_kwargs
 from lm_gym.bench.report import CellRecord, group, load_results, short
 from lm_gym.bench.stats import mean_ci
 
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     config = preset(
         SUITE, envs=args.envs, agents=agents, seeds=args.seeds, budget=args.steps, time_budget=args.seconds,
         eval_episodes=args.episodes, workers=args.parallel,
-        agent_kwargs={a: dict(TEXT_BATCH) for a in args.learners},
+        agent_kwargs=text_learner_kwargs(args.learners),
     )
     out = Path(args.out)
     run_bench(config, out, progress=True, report=True)

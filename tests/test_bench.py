@@ -136,6 +136,18 @@ def test_yaml_config_starts_from_a_preset(tmp_path):
     assert {"random", "model", "ppo"} == set(quick.agents) and len(quick.envs) == 2
 
 
+def test_agent_at_env_kwargs_override_one_agent_on_one_env_only():
+    config = bench.BenchConfig(
+        envs=[COPY, "lm_gym/Reverse-v0"], agents=["ppo", "grpo"], seeds=1,
+        agent_kwargs={"ppo": {"n_envs": 4, "learning_rate": 1e-3}, f"ppo@{COPY}": {"learning_rate": 2e-4},
+                      "grpo@lm_gym/Reverse-v0": {"n_epochs": 2}},
+    )
+    kwargs = {(c.env_id, c.agent): c.agent_kwargs for c in config.cells()}
+    assert kwargs[(COPY, "ppo")] == {"n_envs": 4, "learning_rate": 2e-4}
+    assert kwargs[("lm_gym/Reverse-v0", "ppo")] == {"n_envs": 4, "learning_rate": 1e-3}
+    assert kwargs[(COPY, "grpo")] == {} and kwargs[("lm_gym/Reverse-v0", "grpo")] == {"n_epochs": 2}
+
+
 def test_run_bench_writes_every_cell_file_and_the_summary(tmp_path):
     results = bench.run_bench(grid(plots=True), tmp_path, progress=False)
     assert [r.status for r in results] == ["done"] * 4

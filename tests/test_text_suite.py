@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lm_gym import bench, error
-from lm_gym.bench.config import BASELINES, TEXT_BATCH, TEXT_ENVS
+from lm_gym.bench.config import BASELINES, TEXT_BATCH, TEXT_ENVS, text_learner_kwargs
 from lm_gym.bench.report import CellRecord
 from lm_gym.bench.runner import check_grid, eval_env_kwargs
 from lm_gym.bench.stats import mean_ci
@@ -36,7 +36,10 @@ def test_text_suite_preset_is_the_stated_protocol():
     assert len(cells) == 4 * 4 * 3
     for cell in cells:
         assert eval_env_kwargs(cell)["split"] == "test"  # held-out prompts
-        assert cell.agent_kwargs == (TEXT_BATCH if cell.agent not in BASELINES else {})
+        tuned = cell.agent == "grpo" and cell.env_id == "lm_gym/KeywordStory-v2"  # the one per-task setting
+        expected = {} if cell.agent in BASELINES else {**TEXT_BATCH, **({"learning_rate": 2e-4} if tuned else {})}
+        assert cell.agent_kwargs == expected
+    assert text_learner_kwargs(["gspo"]) == {"gspo": TEXT_BATCH}  # a learner the suite does not tune
     assert len({c.eval_seed for c in cells if c.seed == 0}) == 1  # every agent sees the same episodes
 
 
