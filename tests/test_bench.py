@@ -20,6 +20,7 @@ import agents
 from agents.base import Agent
 from lm_gym import bench, error
 from lm_gym.bench.report import CellRecord, summary_markdown
+from lm_gym.bench.runner import check_grid
 
 COPY = "lm_gym/Copy-v0"
 TINY = "test_bench:TinyLearner"
@@ -146,6 +147,11 @@ def test_agent_at_env_kwargs_override_one_agent_on_one_env_only():
     assert kwargs[(COPY, "ppo")] == {"n_envs": 4, "learning_rate": 2e-4}
     assert kwargs[("lm_gym/Reverse-v0", "ppo")] == {"n_envs": 4, "learning_rate": 1e-3}
     assert kwargs[(COPY, "grpo")] == {} and kwargs[("lm_gym/Reverse-v0", "grpo")] == {"n_epochs": 2}
+    check_grid(config)  # both keys name registered envs
+    with pytest.raises(error.UnknownName, match="Did you mean .lm_gym/Reverse-v0."):
+        check_grid(bench.BenchConfig(envs=[COPY], agents=["ppo"], agent_kwargs={"ppo@lm_gym/Revers-v0": {}}))
+    with pytest.raises(error.InvalidArgument, match=r"key 'ppo@' is invalid: use 'AGENT' or 'AGENT@ENV_ID'"):
+        check_grid(bench.BenchConfig(envs=[COPY], agents=["ppo"], agent_kwargs={"ppo@": {}}))
 
 
 def test_run_bench_writes_every_cell_file_and_the_summary(tmp_path):

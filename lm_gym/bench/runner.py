@@ -175,13 +175,21 @@ def resume_kwargs(agent: Any, cell: Cell) -> dict[str, Any]:
 
 
 def check_grid(config: BenchConfig) -> None:
-    """Every env id and agent name of a grid exists (before the first cell runs)."""
+    """Every env id and agent name of a grid exists (before the first cell runs), and so does
+    the env of every ``AGENT@ENV_ID`` key of ``agent_kwargs`` (a mistyped one would silently
+    never apply)."""
     from lm_gym.registration import check_env_id
 
     for env_id in config.envs:
         check_env_id(env_id)
     for agent in config.agents:
         resolve_agent(agent)
+    for key in config.agent_kwargs:
+        if "@" in key:
+            agent, _, env_id = key.partition("@")
+            if not agent or not env_id:
+                raise error.InvalidArgument(f"agent_kwargs key {key!r} is invalid: use 'AGENT' or 'AGENT@ENV_ID'")
+            check_env_id(env_id)
 
 
 def agent_config(agent: Any, cell: Cell) -> dict[str, Any]:
