@@ -52,12 +52,21 @@ KL 0.2 holds GRPO to +0.075; at GRPO's default 0.04 it gains +0.105 with varied 
 (distinct-2 0.44)."""
 
 
+def split_agent_key(key: str) -> tuple[str, str | None]:
+    """An ``agent_kwargs`` key as ``(agent, env_id)``: ``"grpo@lm_gym/Copy-v0"`` ->
+    ``("grpo", "lm_gym/Copy-v0")``, ``"grpo"`` -> ``("grpo", None)``."""
+    agent, at, env_id = key.partition("@")
+    if at and (not agent or not env_id):
+        raise error.InvalidArgument(f"agent_kwargs key {key!r} is invalid: use 'AGENT' or 'AGENT@ENV_ID'")
+    return agent, (env_id if at else None)
+
+
 def text_learner_kwargs(learners: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The ``text-suite``'s ``agent_kwargs`` for ``learners``: each one's batch
     (:data:`TEXT_BATCH`), GRPO's :data:`TEXT_GRPO`, and the per-task settings of
     :data:`TEXT_TUNED` that concern them."""
     out: dict[str, dict[str, Any]] = {a: {**TEXT_BATCH, **(TEXT_GRPO if a == "grpo" else {})} for a in learners}
-    out.update({k: dict(v) for k, v in TEXT_TUNED.items() if k.split("@")[0] in learners})
+    out.update({k: dict(v) for k, v in TEXT_TUNED.items() if split_agent_key(k)[0] in learners})
     return out
 
 

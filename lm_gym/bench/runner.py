@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_gym import error
-from lm_gym.bench.config import BASELINES, BenchConfig, Cell, is_text_env
+from lm_gym.bench.config import BASELINES, BenchConfig, Cell, is_text_env, split_agent_key
 
 logger = logging.getLogger(__name__)
 
@@ -185,10 +185,8 @@ def check_grid(config: BenchConfig) -> None:
     for agent in config.agents:
         resolve_agent(agent)
     for key in config.agent_kwargs:
-        if "@" in key:
-            agent, _, env_id = key.partition("@")
-            if not agent or not env_id:
-                raise error.InvalidArgument(f"agent_kwargs key {key!r} is invalid: use 'AGENT' or 'AGENT@ENV_ID'")
+        env_id = split_agent_key(key)[1]
+        if env_id is not None:
             check_env_id(env_id)
 
 
