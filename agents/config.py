@@ -15,13 +15,21 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from lm_gym import error
 
-__all__ = ["LMAgentConfig", "check_types", "make_config", "require"]
+__all__ = ["HYPERPARAMS_DIR", "LMAgentConfig", "check_types", "make_config", "read_hyperparams", "require", "task_defaults"]
+
+HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
+"""Per-env settings in the RL Baselines3 Zoo's YAML format: ``<algo>.yml`` for the
+Stable-Baselines3 baselines (:mod:`agents.sb3`), ``lm/<algo>.yml`` for the LM learners."""
+
+TASK_DEFAULTS_FIXED = ("n_envs", "seed", "env_kwargs", "device", "policy_seed")
+"""Fields a per-task defaults file may not set: they shape the env or the run, not the learner."""
 
 
 def require(config: Any, name: str, ok: bool, valid: str) -> None:
@@ -93,6 +101,34 @@ def _describe(bases: set[Any]) -> str:
     if dict in bases:
         return "a dict"
     return " or ".join(sorted(getattr(b, "__name__", str(b)) for b in bases))
+
+
+def read_hyperparams(file: Path, env_id: str | None, *, fallback: bool = True) -> dict[str, Any] | None:
+    """The entry of a per-env YAML file for ``env_id`` (the zoo's format): the id's own entry,
+    else (with ``fallback``) the ``default`` entry; None when there is neither."""
+    import yaml
+
+    table = yaml.safe_load(file.read_text()) or {}
+    if not isinstance(table, dict):
+        raise error.InvalidArgument(f"{file}: a hyperparameters file must map env ids to settings")
+    if env_id in table:
+        return dict(table[env_id])
+    return dict(table["default"]) if fallback and "default" in table else None
+
+
+def task_defaults(algo: str, env_id: str | None) -> dict[str, Any]:
+    """An LM learner's tuned settings for one task: the ``env_id`` entry of
+    ``agents/hyperparams/lm/<algo>.yml`` ({} when the file or the entry is absent; there is no
+    catch-all entry, the config's own defaults are that). They sit under whatever the user
+    passes, and apply only when the env runs a built-in model (:class:`agents.lm_agent.LMAgent`)."""
+    file = HYPERPARAMS_DIR / "lm" / f"{algo}.yml"
+    if env_id is None or not file.is_file():
+        return {}
+    entry = read_hyperparams(file, env_id, fallback=False) or {}
+    fixed = sorted(set(entry) & set(TASK_DEFAULTS_FIXED))
+    if fixed:
+        raise error.InvalidArgument(f"{file}: the entry of {env_id!r} may not set {fixed}")
+    return entry
 
 
 def make_config(cls: type, config: Any, overrides: Mapping[str, Any]) -> Any:

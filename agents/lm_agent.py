@@ -24,7 +24,7 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,7 +36,7 @@ from gymnasium.vector import VectorEnv
 from agents import checkpoint as ckpt
 from agents.advantages import kl_k1, kl_k3
 from agents.base import Agent, Callback, check_obs
-from agents.config import LMAgentConfig, make_config
+from agents.config import LMAgentConfig, make_config, task_defaults
 from agents.lm_policy import Evaluation, LMPolicy
 from agents.logger import MetricsLogger
 from agents.rollout import RolloutBatch, collect, rollout_metrics, teacher_forced
@@ -112,6 +112,10 @@ class LMAgent(Agent):
         self.config = cfg = make_config(self.config_class, config, overrides)
         self.dist = distributed.setup(cfg.device)  # None in a single process
         super().__init__(env, n_envs=cfg.n_envs, seed=cfg.seed, env_kwargs=cfg.env_kwargs)
+        self.task_defaults = self._task_defaults(config, overrides)
+        if self.task_defaults:
+            given = config if isinstance(config, dict) else dict(config or {})
+            self.config = cfg = make_config(self.config_class, {**self.task_defaults, **given}, overrides)
         cfg.n_envs = self.n_envs
         if self.n_envs % cfg.samples_per_prompt:
             raise error.InvalidArgument(
@@ -183,8 +187,8 @@ class LMAgent(Agent):
             with torch.no_grad():
                 for lo in range(0, len(prompt_ids), chunk):
                     batch = self._token_batch(prompt_ids[lo : lo + chunk], completion_ids[lo : lo + chunk])
-                    logprobs = teacher_forced(self.policy, batch, self.action_mask).logprobs  # (b, C)
-                    ref_logprobs = teacher_forced(reference, batch, self.action_mask).logprobs  # (b, C)
+                    logprobs = teacher_forced(self.policy, batch, self.action_mask, stats=False).logprobs  # (b, C)
+                    ref_logprobs = teacher_forced(reference, batch, self.action_mask, stats=False).logprobs  # (b, C)
                     kl = estimators[estimator](logprobs, ref_logprobs, batch.completion_mask)  # (b, C)
                     out.append(kl.sum(1).double().cpu().numpy())
         finally:
@@ -209,6 +213,21 @@ class LMAgent(Agent):
             completion_mask=torch.as_tensor(attn[:, p:], device=device).float(), logprobs=zeros, values=zeros,
             rewards=zeros, terminated=torch.zeros(b, dtype=torch.bool, device=device),
         )
+
+    def _task_defaults(self, config: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+        """The tuned settings of ``agents/hyperparams/lm/<name>.yml`` for this env id
+        (:func:`agents.config.task_defaults`) that the user did not set: none for a config
+        dataclass (complete by construction) or an env running a model other than a built-in one."""
+        from lm_gym.models import BUILTIN_MODELS
+
+        if is_dataclass(config) or self.info.model_name not in BUILTIN_MODELS:
+            return {}
+        given = {**dict(config or {}), **overrides}
+        tuned = {k: v for k, v in task_defaults(self.name, self.env_id).items() if k not in given}
+        if tuned:
+            logger.info("%s on %s: the task's tuned defaults %s (agents/hyperparams/lm/%s.yml)",
+                        self.name, self.env_id, tuned, self.name)
+        return tuned
 
     # -- what an algorithm provides ---------------------------------------------------------
 

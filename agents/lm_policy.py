@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 POLICY_CONFIG_FILE = "lm_policy.json"
+MEMO_EXCLUDED_TOKENS = 64
+"""A reference's log-probs skip the LM head for remembered rows (:meth:`LMPolicy.completion_logprobs`)
+under a vocabulary mask that excludes at most this many tokens (their logits are computed
+one by one); a wider mask takes the full head."""
 
 
 @dataclass
@@ -71,10 +75,10 @@ class Evaluation:
 
     logprobs: torch.Tensor
     """(B, T) log pi(actions[:, t] | input_ids[:, :t+1])."""
-    values: torch.Tensor
-    """(B, T) V(input_ids[:, :t+1])."""
-    entropy: torch.Tensor
-    """(B, T) entropy of the masked, temperature-scaled distribution."""
+    values: torch.Tensor | None
+    """(B, T) V(input_ids[:, :t+1]); None from a pass asked for log-probs only (``stats=False``)."""
+    entropy: torch.Tensor | None
+    """(B, T) entropy of the masked, temperature-scaled distribution; None with ``stats=False``."""
 
 
 def next_tokens(input_ids: torch.Tensor, fill: int = 0) -> torch.Tensor:
@@ -498,6 +502,7 @@ class LMPolicy(nn.Module):
         *,
         temperature: float | None = None,
         action_mask: Any = None,
+        stats: bool = True,
     ) -> Evaluation:
         """:meth:`logprobs_of` of the completion only, (B, C) fields, with gradients.
 
@@ -505,13 +510,34 @@ class LMPolicy(nn.Module):
         right-padded to ``C = completion_width``; column ``j`` scores completion token ``j``
         (padding columns score a valid stand-in token, finite, for a masked sum). One pass of
         :func:`lm_gym.models.forward.completion_forward`: the LM head on the ``C`` columns only,
-        each distinct prompt run once. ``action_mask`` is (V,) or (B, V). Without gradients (a
-        frozen reference's KL log-probs) rows the env's fluency judge already ran through this
-        same model come from its memo (:func:`lm_gym.models.forward.memo_completion_forward`).
+        each distinct prompt run once. ``action_mask`` is (V,) or (B, V). ``stats=False``
+        returns the log-probs alone (no values, no entropy: a KL reference needs no more).
+
+        Without gradients (a frozen reference's KL log-probs) rows the env's fluency judge
+        already ran through this same model come from its memo: their logits from the
+        remembered states (:func:`lm_gym.models.forward.memo_completion_forward`), or, for the
+        log-probs alone at temperature 1 under no mask or a (V,) mask of at most
+        :data:`MEMO_EXCLUDED_TOKENS` excluded tokens, a dot product per token with no LM head
+        (:func:`lm_gym.models.forward.memo_completion_logprobs`).
         """
-        from lm_gym.models.forward import completion_forward, memo_completion_forward
+        from lm_gym.models.forward import (
+            completion_forward,
+            memo_completion_forward,
+            memo_completion_logprobs,
+        )
 
         c = completion_width
+        temperature = self.temperature if temperature is None else temperature
+        if temperature <= 0:
+            raise InvalidArgument(f"temperature must be > 0, got {temperature!r}.")
+        if not stats and self.mask_model is None and temperature == 1 and not torch.is_grad_enabled():
+            valid = self._valid_tokens(action_mask, input_ids[:, -c:].shape)  # (V,) / (B, 1, V) or None
+            excluded = None if valid is None or valid.dim() != 1 else torch.nonzero(~valid).squeeze(1)  # (m,)
+            if valid is None or (excluded is not None and len(excluded) <= MEMO_EXCLUDED_TOKENS):
+                fill = 0 if valid is None else int(valid.to(torch.uint8).argmax())
+                targets = torch.where(attention_mask[:, -c:] != 0, input_ids[:, -c:], fill)  # (B, C)
+                logprobs = memo_completion_logprobs(self.model, input_ids, attention_mask, c, targets, excluded)
+                return Evaluation(logprobs=logprobs, values=None, entropy=None)
         forward = completion_forward if torch.is_grad_enabled() else memo_completion_forward
         logits, hidden = forward(self.model, input_ids, attention_mask, c)
         mask_logits = None
@@ -522,7 +548,7 @@ class LMPolicy(nn.Module):
         # each row's first valid token ((V,) mask: a scalar; (B, V): (B, 1)) stands in for padding
         fill = 0 if valid is None else valid.to(torch.uint8).argmax(-1)
         targets = torch.where(attention_mask[:, -c:] != 0, input_ids[:, -c:], fill)
-        return self._evaluation(logits, hidden, targets, action_mask, mask_logits, temperature)
+        return self._evaluation(logits, hidden, targets, action_mask, mask_logits, temperature, stats)
 
     def _evaluation(
         self,
@@ -532,8 +558,10 @@ class LMPolicy(nn.Module):
         action_mask: Any,
         mask_logits: torch.Tensor | None,
         temperature: float | None,
+        stats: bool = True,
     ) -> Evaluation:
-        """Log-probs of ``actions``, values and entropies from (B, T, V) logits and (B, T, H) states."""
+        """Log-probs of ``actions``, values and entropies from (B, T, V) logits and (B, T, H)
+        states (log-probs alone with ``stats=False``)."""
         temperature = self.temperature if temperature is None else temperature
         if temperature <= 0:
             raise InvalidArgument(f"temperature must be > 0, got {temperature!r}.")
@@ -541,6 +569,9 @@ class LMPolicy(nn.Module):
         if mask_logits is not None:
             valid = self._nlpo_keep(mask_logits, valid)
         scaled = self._scaled(logits, valid, temperature)  # (B, T, V)
+        if not stats:  # no (B, T, V) log-softmax: the normaliser and the chosen logits suffice
+            picked = scaled.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # (B, T)
+            return Evaluation(logprobs=picked - scaled.logsumexp(-1), values=None, entropy=None)
         logp_all = torch.log_softmax(scaled, dim=-1)
         logprobs = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # (B, T)
         # Masked tokens have logp = -inf and p = 0: zero their logp first, so both the

@@ -131,12 +131,16 @@ def _pad(b: RolloutBatch, p: int, c: int) -> RolloutBatch:
     )
 
 
-def teacher_forced(policy: LMPolicy, batch: RolloutBatch, action_mask: np.ndarray | None) -> Evaluation:
+def teacher_forced(
+    policy: LMPolicy, batch: RolloutBatch, action_mask: np.ndarray | None, stats: bool = True
+) -> Evaluation:
     """ONE teacher-forced pass of ``policy`` over the batch's completions (each distinct prompt
     run once, the LM head on the completion columns only): the :class:`Evaluation`'s fields
-    (B, C). Padding targets are a valid token, so no ``-inf`` enters a masked sum."""
+    (B, C); the log-probs alone with ``stats=False`` (a reference's). Padding targets are a
+    valid token, so no ``-inf`` enters a masked sum."""
     return policy.completion_logprobs(
-        batch.input_ids, batch.attention_mask, batch.completion_mask.shape[1], action_mask=action_mask
+        batch.input_ids, batch.attention_mask, batch.completion_mask.shape[1], action_mask=action_mask,
+        stats=stats,
     )
 
 
@@ -250,7 +254,7 @@ def collect(
         batch.env_steps += greedy_steps
     if reference is not None:
         with torch.no_grad():
-            ev = teacher_forced(reference, batch, action_mask)
+            ev = teacher_forced(reference, batch, action_mask, stats=False)
             batch.ref_logprobs = (ev.logprobs * batch.completion_mask).float()
     return batch
 

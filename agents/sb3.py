@@ -60,6 +60,7 @@ from gymnasium.vector import VectorEnv
 
 from agents.base import Agent, Callback, check_obs
 from agents.checkpoint import read_agent_json
+from agents.config import HYPERPARAMS_DIR, read_hyperparams
 from lm_gym import error
 
 try:
@@ -73,9 +74,6 @@ try:
     from torch import nn
 except ImportError:
     raise error.missing_extra("stable-baselines3", "sb3", "the Stable-Baselines3 baselines (agents.sb3)") from None
-
-HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
-"""Where the RL-Zoo-format YAML files live (``<algo>.yml``)."""
 
 ENCODERS = ("mean", "gru", "transformer")
 
@@ -196,17 +194,13 @@ def _last_true(mask: torch.Tensor) -> torch.Tensor:
 def zoo_hyperparams(algo: str, env_id: str | None) -> dict[str, Any]:
     """The raw entry of ``agents/hyperparams/<algo>.yml`` for ``env_id``, as the zoo reads it:
     the env id's own entry, else ``default``."""
-    import yaml
-
     file = HYPERPARAMS_DIR / f"{algo}.yml"
     if not file.is_file():
         raise error.unknown("SB3 algorithm", algo, [p.stem for p in HYPERPARAMS_DIR.glob("*.yml")])
-    table = yaml.safe_load(file.read_text())
-    if env_id in table:
-        return dict(table[env_id])
-    if "default" in table:
-        return dict(table["default"])
-    raise error.InvalidArgument(f"{file} has no entry for {env_id!r} and no 'default' entry")
+    entry = read_hyperparams(file, env_id)
+    if entry is None:
+        raise error.InvalidArgument(f"{file} has no entry for {env_id!r} and no 'default' entry")
+    return entry
 
 
 def _linear(initial: float) -> Any:

@@ -151,3 +151,81 @@ def test_nothing_is_remembered_for_a_model_that_trains_or_read_with_gradients(mo
     with torch.no_grad():
         forward.memo_completion_forward(judge, ids, mask, 4)
     assert rows == [12]
+
+
+def test_remembered_states_give_the_reference_logprobs_without_the_lm_head(monkeypatch):
+    """memo_completion_logprobs: a remembered row's log-probs are a dot product with the
+    targets' output embeddings minus the judge's normaliser, equal to the log-softmax of a
+    fresh pass; the head runs only for the rows the judge did not score; padding is 0.0."""
+    import lm_gym.models.forward as forward
+    from lm_gym.rewards.fluency import completion_logprob_sums
+
+    model = frozen(tiny_lm(seed=3))
+    ids, mask = grouped_batch(c=6, seed=1)
+    pairs = pairs_of(ids, mask, 6)
+    judged = [(p, c[:-1]) if i % 2 == 0 else (p, c) for i, (p, c) in enumerate(pairs)]  # EOS-like last token
+    judged[7] = (judged[7][0], [3, 4, 5])  # scored differently: not served
+    with torch.inference_mode():
+        completion_logprob_sums(model, judged, 0, torch.device("cpu"))
+    targets = torch.where(mask[:, -6:] != 0, ids[:, -6:], 0)
+    rows, heads = [], []
+    original = forward.completion_forward
+    monkeypatch.setattr(forward, "completion_forward", lambda m, i, a, c, **k: rows.append(len(i)) or original(m, i, a, c, **k))
+    model.lm_head.register_forward_hook(lambda module, args, out: heads.append(args[0].shape[0]))
+    with torch.no_grad():
+        got = forward.memo_completion_logprobs(model, ids, mask, 6, targets)
+    assert rows == [1] and got.shape == (12, 6) and got.dtype == torch.float32
+    assert heads == [1]  # the LM head ran once, on the one row the judge did not score
+    want = torch.log_softmax(plain(model, ids, mask, 6)[0], -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    real = mask[:, -6:].bool()
+    torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=1e-5)
+    served = torch.ones(12, dtype=torch.bool)
+    served[7] = False
+    assert (got[served][~real[served]] == 0).all()
+
+
+def test_the_policy_logprobs_alone_equal_the_full_evaluation():
+    """LMPolicy.completion_logprobs(stats=False): the same log-probs as the full evaluation,
+    no values or entropy; with an action mask and a temperature too (the logits path)."""
+    from agents.lm_policy import LMPolicy
+
+    policy = LMPolicy(tiny_lm(seed=4))
+    ids, mask = grouped_batch(c=5, seed=2)
+    action_mask = torch.ones(50, dtype=torch.bool)
+    action_mask[40:] = False
+    ids = ids % 40
+    with torch.no_grad():
+        for kwargs in ({}, {"action_mask": action_mask.numpy(), "temperature": 0.7}):
+            full = policy.completion_logprobs(ids, mask, 5, **kwargs)
+            alone = policy.completion_logprobs(ids, mask, 5, stats=False, **kwargs)
+            assert alone.values is None and alone.entropy is None
+            real = mask[:, -5:].bool()
+            torch.testing.assert_close(alone.logprobs[real], full.logprobs[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_remembered_logprobs_under_a_vocabulary_mask_equal_the_masked_softmax(monkeypatch, wide):
+    """With ``excluded`` tokens left out of the softmax, a remembered row's normaliser drops
+    their share; when they hold most of the probability the whole batch takes the logits
+    path instead. Either way: the masked log-softmax of a fresh pass."""
+    import lm_gym.models.forward as forward
+    from lm_gym.rewards.fluency import completion_logprob_sums
+
+    model = frozen(tiny_lm(seed=5))
+    ids, mask = grouped_batch(c=6, seed=3)
+    with torch.inference_mode():
+        completion_logprob_sums(model, pairs_of(ids, mask, 6), 0, torch.device("cpu"))
+    excluded = torch.arange(3, 48) if wide else torch.tensor([1, 7])
+    allowed = torch.ones(50, dtype=torch.bool)
+    allowed[excluded] = False
+    targets = torch.where(mask[:, -6:] != 0, ids[:, -6:], 0)
+    targets = torch.where(allowed[targets], targets, 2)  # score valid tokens only
+    rows, original = [], forward.completion_forward
+    monkeypatch.setattr(forward, "completion_forward", lambda m, i, a, c, **k: rows.append(len(i)) or original(m, i, a, c, **k))
+    with torch.no_grad():
+        got = forward.memo_completion_logprobs(model, ids, mask, 6, targets, excluded)
+    assert rows == ([12] if wide else [])
+    logits = plain(model, ids, mask, 6)[0].masked_fill(~allowed, float("-inf"))
+    want = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    real = mask[:, -6:].bool()
+    torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=1e-5)

@@ -423,7 +423,8 @@ def test_learners_use_the_envs_frozen_model_as_their_reference():
 
 def test_the_kl_reference_reuses_the_fluency_judges_pass_and_matches_a_fresh_one(monkeypatch):
     """On a text env the reference is the env's frozen judge: after a rollout its KL
-    log-probs come from the states the judge's fluency pass left, equal to a fresh pass."""
+    log-probs come from the states the judge's fluency pass left (no LM head for those
+    rows), equal to a fresh pass with its full evaluation."""
     import gymnasium as gym
     import torch
 
@@ -434,20 +435,69 @@ def test_the_kl_reference_reuses_the_fluency_judges_pass_and_matches_a_fresh_one
     env = gym.make_vec("lm_gym/SentimentContinuation-v0", num_envs=8, max_new_tokens=6)
     agent = agents.make("grpo", env, kl_coef=0.05, samples_per_prompt=4, batch_size=8, seed=0)
     assert agent.reference.model is agent.info.reference  # shared with the env's judge
-    run_by_reference_pass, inner, memo_pass = [], forward.completion_forward, forward.memo_completion_forward
+    assert (~agent.action_mask.astype(bool)).sum() == 1  # the padding token alone: the dot-product path
+    run_by_reference_pass, inner, memo_pass = [], forward.completion_forward, forward.memo_completion_logprobs
+    calls = []
 
     def spied(model, ids, *args, **kwargs):
+        calls.append(len(ids))
         monkeypatch.setattr(forward, "completion_forward", lambda m, i, *a, **k: run_by_reference_pass.append(len(i)) or inner(m, i, *a, **k))
         try:
             return memo_pass(model, ids, *args, **kwargs)
         finally:
             monkeypatch.setattr(forward, "completion_forward", inner)
 
-    monkeypatch.setattr(forward, "memo_completion_forward", spied)
+    monkeypatch.setattr(forward, "memo_completion_logprobs", spied)
     batch = agent.rollout()
-    assert batch.ref_logprobs is not None
+    assert batch.ref_logprobs is not None and calls == [8]
     assert sum(run_by_reference_pass) < 8 // 2  # most rows came from the judge's states
     forward._MEMOS.pop(agent.reference.model)
     with torch.no_grad():
         fresh = teacher_forced(agent.reference, batch, agent.action_mask).logprobs * batch.completion_mask
     torch.testing.assert_close(batch.ref_logprobs, fresh.float(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kl_coef"), [("lm_gym/SentimentContinuation-v0", 0.2), ("lm_gym/KeywordStory-v2", 0.04)]
+)
+def test_grpo_takes_a_text_tasks_tuned_defaults_under_what_the_user_passes(env_id, kl_coef, tmp_path):
+    """agents/hyperparams/lm/grpo.yml: the task's entry sets the defaults; a keyword argument
+    or a config key wins; a config dataclass, another model or an id without an entry keeps
+    GRPOConfig's defaults; a saved agent loads with the settings it trained with."""
+    import agents
+    from agents.grpo import GRPOConfig
+
+    small = {"n_envs": 4, "batch_size": 4, "samples_per_prompt": 2, "env_kwargs": {"max_new_tokens": 4}}
+    agent = agents.make("grpo", env_id, **small)
+    assert (agent.config.learning_rate, agent.config.kl_coef) == (2e-4, kl_coef)
+    assert agent.task_defaults == {"learning_rate": 2e-4, "kl_coef": kl_coef}
+    assert agent.optimizer.param_groups[0]["lr"] == 2e-4 and agent.kl_coef == kl_coef
+    mine = agents.make("grpo", env_id, config={"kl_coef": 0.5}, learning_rate=1e-5, **small)
+    assert (mine.config.learning_rate, mine.config.kl_coef) == (1e-5, 0.5) and mine.task_defaults == {}
+    partly = agents.make("grpo", env_id, kl_coef=0.0, **small)
+    assert (partly.config.learning_rate, partly.config.kl_coef) == (2e-4, 0.0)
+    dataclass_config = agents.make("grpo", env_id, config=GRPOConfig(**small))
+    assert (dataclass_config.config.learning_rate, dataclass_config.config.kl_coef) == (None, None)
+    toy = agents.make("grpo", "lm_gym/Copy-v0", n_envs=4, batch_size=4, samples_per_prompt=2)
+    assert toy.task_defaults == {} and toy.config.learning_rate is None
+    agent.save(tmp_path / "grpo")
+    loaded = agents.GRPO.load(tmp_path / "grpo")
+    assert (loaded.config.learning_rate, loaded.config.kl_coef) == (2e-4, kl_coef)
+
+
+def test_a_text_task_on_another_model_ignores_the_tuned_defaults(tmp_path):
+    """The tuned settings are for the built-in models: an env on any other model (here a tiny
+    GPT-2 saved locally) keeps GRPOConfig's defaults."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    import agents
+    from lm_gym.models import load_model_and_tokenizer
+
+    _, tokenizer = load_model_and_tokenizer("builtin")
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=128))
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    agent = agents.make("grpo", "lm_gym/SentimentContinuation-v0", n_envs=2, batch_size=2, samples_per_prompt=2,
+                        env_kwargs={"max_new_tokens": 4, "model": str(tmp_path / "tiny")})
+    assert agent.task_defaults == {} and agent.config.learning_rate is None
+    assert agent.kl_coef == 0.04  # GRPO's default for a pretrained LM

@@ -36,10 +36,8 @@ def test_text_suite_preset_is_the_stated_protocol():
     assert len(cells) == 4 * 4 * 3
     for cell in cells:
         assert eval_env_kwargs(cell)["split"] == "test"  # held-out prompts
-        grpo = {"learning_rate": 2e-4, "kl_coef": 0.04 if cell.env_id == "lm_gym/KeywordStory-v2" else 0.2}
-        expected = {**TEXT_BATCH, **(grpo if cell.agent == "grpo" else {})}
-        assert cell.agent_kwargs == ({} if cell.agent in BASELINES else expected)
-    assert text_learner_kwargs(["gspo"]) == {"gspo": TEXT_BATCH}  # a learner the suite does not tune
+        assert cell.agent_kwargs == ({} if cell.agent in BASELINES else TEXT_BATCH)
+    assert text_learner_kwargs(["gspo"]) == {"gspo": TEXT_BATCH}
     assert len({c.eval_seed for c in cells if c.seed == 0}) == 1  # every agent sees the same episodes
 
 

@@ -39,17 +39,9 @@ BASELINES = ("random", "model")
 TEXT_LEARNERS = ["grpo", "ppo"]
 """The default learners of the ``text-suite`` preset."""
 TEXT_BATCH = {"n_envs": 64, "batch_size": 64, "samples_per_prompt": 4}
-"""The ``text-suite`` learners' batch: 16 prompts x 4 samples (64 completions an iteration)."""
-TEXT_GRPO = {"learning_rate": 2e-4, "kl_coef": 0.2}
-"""The ``text-suite``'s GRPO: learning rate 2e-4 and KL 0.2 (its defaults for a pretrained LM
-are 5e-5 and 0.04). Measured in the suite's protocol (README "The text suite"): at the
-defaults the 300 s hold enough updates that GRPO collapses onto one template per task
-(distinct-2 0.25 SentimentContinuation, 0.36 TopicSteering, 0.26 Continuation); the stronger
-KL keeps the samples varied (0.37-0.52) while the higher rate still gains >= +0.10."""
-TEXT_TUNED: dict[str, dict[str, Any]] = {"grpo@lm_gym/KeywordStory-v2": {"kl_coef": 0.04}}
-"""Per-task exceptions (``BenchConfig.agent_kwargs`` keys ``AGENT@ENV_ID``): on KeywordStory-v2
-KL 0.2 holds GRPO to +0.075; at GRPO's default 0.04 it gains +0.105 with varied samples
-(distinct-2 0.44)."""
+"""The ``text-suite`` learners' batch: 16 prompts x 4 samples (64 completions an iteration).
+GRPO runs at its tuned defaults for each text task (``agents/hyperparams/lm/grpo.yml``, read by
+``agents.GRPO`` itself): learning rate 2e-4 with KL 0.2, KL 0.04 on KeywordStory-v2."""
 
 
 def split_agent_key(key: str) -> tuple[str, str | None]:
@@ -63,11 +55,9 @@ def split_agent_key(key: str) -> tuple[str, str | None]:
 
 def text_learner_kwargs(learners: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The ``text-suite``'s ``agent_kwargs`` for ``learners``: each one's batch
-    (:data:`TEXT_BATCH`), GRPO's :data:`TEXT_GRPO`, and the per-task settings of
-    :data:`TEXT_TUNED` that concern them."""
-    out: dict[str, dict[str, Any]] = {a: {**TEXT_BATCH, **(TEXT_GRPO if a == "grpo" else {})} for a in learners}
-    out.update({k: dict(v) for k, v in TEXT_TUNED.items() if split_agent_key(k)[0] in learners})
-    return out
+    (:data:`TEXT_BATCH`). Everything else is the learner's own defaults for the task (GRPO's
+    tuned ones from ``agents/hyperparams/lm/grpo.yml``)."""
+    return {a: dict(TEXT_BATCH) for a in learners}
 
 
 @dataclass
@@ -303,7 +293,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 ``readme`` (the README's results table: all nine ids, every agent, 3 seeds, 20k env steps;
 ~18 minutes with 2 workers on 2 cores), ``text-suite`` (the text-learning protocol of
 ``benchmarks/text_learning.py``: the four text ids, random and zero-shot rows, GRPO and PPO
-with 16 prompts x 4 samples (GRPO at ``TEXT_GRPO``, with ``TEXT_TUNED``'s exception), 3 seeds, 300 s of one core per learning run and no step
+with 16 prompts x 4 samples (GRPO at its tuned defaults per task), 3 seeds, 300 s of one core per learning run and no step
 limit, evaluated on 128 episodes of the held-out ``split="test"`` prompts, one sample
 each, the same evaluation seeds for every agent; ~2 hours on one core), ``smoke``
 (seconds; checks an install)."""

@@ -29,12 +29,16 @@ import functools
 import inspect
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["completion_forward", "forward_arguments", "memo_completion_forward", "remember_states"]
+__all__ = [
+    "completion_forward", "forward_arguments", "memo_completion_forward", "memo_completion_logprobs",
+    "remember_states",
+]
 
 
 def forward_arguments(model: Any) -> tuple[str, bool]:
@@ -91,7 +95,7 @@ def completion_forward(
         prompts = torch.cat([input_ids[:, :p], attention_mask[:, :p]], 1)
         distinct, rows = torch.unique(prompts, dim=0, return_inverse=True)
         if len(distinct) < b:
-            return _shared_prompt_forward(model, input_ids, attention_mask, positions, distinct, rows, c, cache_kwarg)
+            return _shared_prompt_forward(model, input_ids, attention_mask, positions, distinct, rows, c, cache_kwarg, keep)
     kwargs: dict[str, Any] = {"logits_to_keep": c + 1} if keep else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                 use_cache=False, output_hidden_states=True, **kwargs)
@@ -107,16 +111,18 @@ def _shared_prompt_forward(
     rows: torch.Tensor,
     c: int,
     cache_kwarg: str,
+    keep: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct prompts (U, P) with a cache, the cache gathered to the B rows by ``rows``
-    (B,), then the first ``C - 1`` completion tokens of every row on it."""
+    (B,), then the first ``C - 1`` completion tokens of every row on it. The prompt pass
+    needs logits at its last column only (``logits_to_keep=1`` where the model takes it)."""
     import torch
 
     p = input_ids.shape[1] - c
     first = rows.new_zeros(len(distinct))
     first[rows] = torch.arange(len(rows), device=rows.device)  # one row holding each prompt
     head = model(input_ids=distinct[:, :p], attention_mask=distinct[:, p:], position_ids=positions[first, :p],
-                 use_cache=True, output_hidden_states=True)
+                 use_cache=True, output_hidden_states=True, **({"logits_to_keep": 1} if keep else {}))
     logits, hidden = head.logits[rows, -1:], head.hidden_states[-1][rows, -1:]  # (B, 1, .)
     if c == 1:
         return logits, hidden
@@ -131,15 +137,31 @@ def _shared_prompt_forward(
 # -- the judge -> reference memo ----------------------------------------------------------
 
 MEMO_BYTES = 64 << 20
-"""The most bytes of hidden states one model's memo keeps (least recently used go first)."""
+"""The most bytes of states one model's memo keeps (least recently used go first)."""
+
+_Key = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class _Remembered:
+    """One row of a frozen model's pass: for a completion of ``L`` tokens, column ``j < L``
+    scores completion token ``j`` and column ``L`` whatever follows it (e.g. EOS)."""
+
+    states: torch.Tensor
+    """(L + 1, H) final hidden states."""
+    lse: torch.Tensor
+    """(L + 1,) float32 ``logsumexp`` of the logits at each column (the log-softmax normaliser)."""
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nelement() * t.element_size() for t in (self.states, self.lse))
 
 
 class _StateMemo:
-    """``(prompt ids, completion ids) -> (L + 1, H)`` final hidden states of one model: column
-    ``j < L`` scores completion token ``j``, column ``L`` whatever follows it (e.g. EOS)."""
+    """``(prompt ids, completion ids) -> _Remembered`` for one model."""
 
     def __init__(self) -> None:
-        self.entries: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], torch.Tensor] = OrderedDict()
+        self.entries: OrderedDict[_Key, _Remembered] = OrderedDict()
         self.bytes = 0
         self.version: tuple[int, ...] | None = None
         self.head_ok: bool | None = None  # logits == output embeddings(hidden), checked once
@@ -150,13 +172,28 @@ class _StateMemo:
             self.entries.clear()
             self.bytes, self.version = 0, version
 
-    def put(self, key: tuple[tuple[int, ...], tuple[int, ...]], states: torch.Tensor) -> None:
+    def put(self, key: _Key, row: _Remembered) -> None:
         old = self.entries.pop(key, None)
-        self.bytes += states.nelement() * states.element_size() - (0 if old is None else old.nelement() * old.element_size())
-        self.entries[key] = states
+        self.bytes += row.nbytes - (0 if old is None else old.nbytes)
+        self.entries[key] = row
         while self.bytes > MEMO_BYTES and self.entries:
             _, dropped = self.entries.popitem(last=False)
-            self.bytes -= dropped.nelement() * dropped.element_size()
+            self.bytes -= dropped.nbytes
+
+    def lookup(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, p: int) -> list[_Remembered | None]:
+        """Per row of a (B, P + C) batch, its remembered pass cut to the row's completion
+        length: the entry of its (unpadded) prompt and completion, or of its completion
+        without the last token (the EOS the judge never saw as text); None if neither."""
+        found: list[_Remembered | None] = []
+        for row, row_mask in zip(input_ids.tolist(), attention_mask.tolist()):
+            prompt = tuple(t for t, m in zip(row[:p], row_mask[:p]) if m)
+            completion = tuple(t for t, m in zip(row[p:], row_mask[p:]) if m)
+            hit = self.entries.get((prompt, completion))
+            if hit is None and completion:
+                hit = self.entries.get((prompt, completion[:-1]))
+            n = len(completion)
+            found.append(None if hit is None else _Remembered(hit.states[:n], hit.lse[:n]))
+        return found
 
 
 _MEMOS: weakref.WeakKeyDictionary[Any, _StateMemo] = weakref.WeakKeyDictionary()
@@ -172,8 +209,10 @@ def remember_states(
     pairs: list[tuple[list[int], list[int]]],
     logits: torch.Tensor,
     hidden: torch.Tensor,
+    lse: torch.Tensor | None = None,
 ) -> None:
-    """Keep the final hidden states of a frozen model's pass for :func:`memo_completion_forward`.
+    """Keep the final hidden states of a frozen model's pass for :func:`memo_completion_forward`
+    and :func:`memo_completion_logprobs`.
 
     Args:
         model: the model that produced them; nothing is kept for one that trains.
@@ -182,6 +221,7 @@ def remember_states(
             states to them (a model with a final soft-cap or scale is never memoised).
         hidden: (B, W, H), ``W`` > every completion's length, column ``j`` as in
             :func:`completion_forward`.
+        lse: (B, W) ``logits.float().logsumexp(-1)`` if the caller has it (computed otherwise).
     """
     if any(p.requires_grad for p in model.parameters()):
         return
@@ -196,9 +236,23 @@ def remember_states(
     if not memo.head_ok:
         return
     memo.sync(_version(model))
+    if lse is None:
+        lse = logits.float().logsumexp(-1)  # (B, W)
     for i, (prompt, completion) in enumerate(pairs):
         if len(completion) < hidden.shape[1]:
-            memo.put((tuple(prompt), tuple(completion)), hidden[i, : len(completion) + 1].clone())
+            n = len(completion) + 1
+            memo.put((tuple(prompt), tuple(completion)), _Remembered(hidden[i, :n].clone(), lse[i, :n].float().clone()))
+
+
+def _memo_of(model: Any) -> _StateMemo | None:
+    """The model's memo, synced to its parameters, when a no-gradient pass may read it."""
+    import torch
+
+    memo = _MEMOS.get(model)
+    if memo is None or not memo.entries or torch.is_grad_enabled():
+        return None
+    memo.sync(_version(model))
+    return memo
 
 
 def memo_completion_forward(
@@ -214,33 +268,84 @@ def memo_completion_forward(
     """
     import torch
 
-    memo = _MEMOS.get(model)
-    if memo is None or not memo.entries or torch.is_grad_enabled():
-        return completion_forward(model, input_ids, attention_mask, completion_width)
-    memo.sync(_version(model))
     c = completion_width
-    p = input_ids.shape[1] - c
-    ids, mask = input_ids.tolist(), attention_mask.tolist()
-    found: list[torch.Tensor | None] = []
-    for row, row_mask in zip(ids, mask):
-        prompt = tuple(t for t, m in zip(row[:p], row_mask[:p]) if m)
-        completion = tuple(t for t, m in zip(row[p:], row_mask[p:]) if m)
-        states = memo.entries.get((prompt, completion))
-        if states is None and completion:
-            states = memo.entries.get((prompt, completion[:-1]))
-        found.append(None if states is None else states[: len(completion)])
-    hits = [i for i, s in enumerate(found) if s is not None]
+    memo = _memo_of(model)
+    found = [] if memo is None else memo.lookup(input_ids, attention_mask, input_ids.shape[1] - c)
+    hits = [i for i, r in enumerate(found) if r is not None]
     if not hits:
         return completion_forward(model, input_ids, attention_mask, c)
-    first = found[hits[0]]
+    first = found[hits[0]].states
     hidden = first.new_zeros((len(found), c, first.shape[-1]))  # (B, C, H)
     for i in hits:
-        states = found[i]
+        states = found[i].states
         hidden[i, : len(states)] = states
     logits = model.get_output_embeddings()(hidden)  # (B, C, V)
-    misses = [i for i, s in enumerate(found) if s is None]
+    misses = [i for i, r in enumerate(found) if r is None]
     if misses:
         rows = torch.tensor(misses, device=input_ids.device)
         miss_logits, miss_hidden = completion_forward(model, input_ids[rows], attention_mask[rows], c)
         logits[rows], hidden[rows] = miss_logits.to(logits.dtype), miss_hidden.to(hidden.dtype)
     return logits, hidden
+
+
+def memo_completion_logprobs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_width: int,
+    targets: torch.Tensor,
+    excluded: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``log_softmax(logits)`` at ``targets`` (B, C) float32, without gradients, for the
+    columns of :func:`completion_forward`; rows found in the model's memo (as in
+    :func:`memo_completion_forward`) run no LM head.
+
+    A remembered row's log-prob of token ``t`` at column ``j`` is ``h_j . W_t + b_t - lse_j``:
+    one row of the output embeddings per token instead of all ``V`` (the judge's pass
+    already took the normaliser ``lse_j``). ``excluded`` (m,) token ids are left out of the
+    softmax (a vocabulary mask, e.g. the padding token): their logits are computed and
+    their share of the normaliser removed, ``lse'_j = lse_j + log(1 - sum_excluded p)``; a
+    batch where they hold over half the probability somewhere takes the logits path
+    instead, where that difference would lose precision. The other rows run one
+    :func:`completion_forward`. Columns past a row's completion (padding) are 0.0. A model
+    whose output embeddings are not a plain ``nn.Linear`` takes the logits path for every row.
+    """
+    import torch
+
+    c = completion_width
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    memo = _memo_of(model) if isinstance(head, torch.nn.Linear) else None
+    found = [] if memo is None else memo.lookup(input_ids, attention_mask, input_ids.shape[1] - c)
+    out = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)  # (B, C)
+    hits = [i for i, r in enumerate(found) if r is not None]
+    if hits:
+        first = found[hits[0]].states
+        hidden = first.new_zeros((len(found), c, first.shape[-1]))  # (B, C, H)
+        lse = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)  # (B, C)
+        served = torch.zeros(targets.shape, dtype=torch.bool, device=targets.device)  # (B, C)
+        for i in hits:
+            n = len(found[i].lse)
+            hidden[i, :n], lse[i, :n], served[i, :n] = found[i].states, found[i].lse, True
+
+        def logits_of(tokens: torch.Tensor) -> torch.Tensor:  # (B, C) or (m,) ids -> logits
+            weight = head.weight[tokens]  # (B, C, H) or (m, H)
+            z = (hidden * weight).sum(-1) if tokens.dim() == 2 else hidden @ weight.T  # (B, C) / (B, C, m)
+            return (z if head.bias is None else z + head.bias[tokens]).float()
+
+        if excluded is not None and len(excluded):
+            share = torch.exp(logits_of(excluded).logsumexp(-1) - lse)  # (B, C) excluded probability
+            if bool((share[served] > 0.5).any()):
+                hits, found = [], [None] * len(targets)
+            else:
+                lse = lse + torch.log1p(-share.clamp(max=0.5))
+        if hits:
+            out = torch.where(served, logits_of(targets) - lse, 0.0)
+    misses = [i for i, r in enumerate(found) if r is None] if found else list(range(len(targets)))
+    if misses:
+        rows = torch.tensor(misses, device=input_ids.device)
+        logits, _ = completion_forward(model, input_ids[rows], attention_mask[rows], c)  # (m, C, V)
+        logits = logits.float()
+        if excluded is not None and len(excluded):
+            logits = logits.index_fill(-1, excluded, float("-inf"))
+        out[rows] = logits.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (m, C)
+    return out

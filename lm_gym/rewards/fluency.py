@@ -154,10 +154,11 @@ def completion_logprob_sums(
         attention_mask[i, p - len(prompt) : p + len(completion)] = 1
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     logits, hidden = completion_forward(model, input_ids, attention_mask, n_new + 1)  # (B, C + 1, .)
-    remember_states(model, chunk, logits, hidden)
-    logits = logits[:, :n_new].float()
+    logits = logits.float()
+    lse = logits.logsumexp(-1)  # (B, C + 1)
+    remember_states(model, chunk, logits, hidden, lse)
     targets = input_ids[:, p : p + n_new]  # (B, C)
-    token_logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # (B, C)
+    token_logprobs = logits[:, :n_new].gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse[:, :n_new]  # (B, C)
     # where, not multiply: logits at padded positions may be non-finite
     sums = torch.where(attention_mask[:, p : p + n_new] != 0, token_logprobs, 0.0).sum(-1)  # (B,)
     return sums.double().cpu().numpy(), counts
