@@ -18,6 +18,9 @@ defaults: Dr. GRPO (no std, constant normaliser), DAPO (clip-higher, token-mean,
 sampling), GSPO (sequence-level ratio), RLOO, REINFORCE++ and ReMax. With one pass over
 fresh samples (``n_epochs=1``, one minibatch) ``pi_old`` is the current policy detached, so
 ``r = 1`` and no extra forward is spent (as TRL's default).
+
+On lm_gym's text ids with a built-in model, ``agents/hyperparams/lm/grpo.yml`` sets the
+learning rate and beta (:func:`agents.config.task_defaults`; anything passed wins).
 """
 
 from __future__ import annotations
