@@ -187,8 +187,8 @@ class LMAgent(Agent):
             with torch.no_grad():
                 for lo in range(0, len(prompt_ids), chunk):
                     batch = self._token_batch(prompt_ids[lo : lo + chunk], completion_ids[lo : lo + chunk])
-                    logprobs = teacher_forced(self.policy, batch, self.action_mask, stats=False).logprobs  # (b, C)
-                    ref_logprobs = teacher_forced(reference, batch, self.action_mask, stats=False).logprobs  # (b, C)
+                    logprobs = teacher_forced(self.policy, batch, self.action_mask).logprobs  # (b, C)
+                    ref_logprobs = teacher_forced(reference, batch, self.action_mask).logprobs  # (b, C)
                     kl = estimators[estimator](logprobs, ref_logprobs, batch.completion_mask)  # (b, C)
                     out.append(kl.sum(1).double().cpu().numpy())
         finally:

@@ -95,7 +95,7 @@ def completion_forward(
         prompts = torch.cat([input_ids[:, :p], attention_mask[:, :p]], 1)
         distinct, rows = torch.unique(prompts, dim=0, return_inverse=True)
         if len(distinct) < b:
-            return _shared_prompt_forward(model, input_ids, attention_mask, positions, distinct, rows, c, cache_kwarg, keep)
+            return _shared_prompt_forward(model, input_ids, attention_mask, positions, distinct, rows, c, cache_kwarg)
     kwargs: dict[str, Any] = {"logits_to_keep": c + 1} if keep else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                 use_cache=False, output_hidden_states=True, **kwargs)
@@ -111,18 +111,18 @@ def _shared_prompt_forward(
     rows: torch.Tensor,
     c: int,
     cache_kwarg: str,
-    keep: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct prompts (U, P) with a cache, the cache gathered to the B rows by ``rows``
-    (B,), then the first ``C - 1`` completion tokens of every row on it. The prompt pass
-    needs logits at its last column only (``logits_to_keep=1`` where the model takes it)."""
+    (B,), then the first ``C - 1`` completion tokens of every row on it. The prompt pass keeps
+    all its columns' logits: with ``logits_to_keep=1`` the head's (U, H) product took another
+    kernel on CPU and its last bit differed between two copies of one model."""
     import torch
 
     p = input_ids.shape[1] - c
     first = rows.new_zeros(len(distinct))
     first[rows] = torch.arange(len(rows), device=rows.device)  # one row holding each prompt
     head = model(input_ids=distinct[:, :p], attention_mask=distinct[:, p:], position_ids=positions[first, :p],
-                 use_cache=True, output_hidden_states=True, **({"logits_to_keep": 1} if keep else {}))
+                 use_cache=True, output_hidden_states=True)
     logits, hidden = head.logits[rows, -1:], head.hidden_states[-1][rows, -1:]  # (B, 1, .)
     if c == 1:
         return logits, hidden
