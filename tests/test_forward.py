@@ -72,11 +72,31 @@ def test_each_distinct_prompt_runs_once():
     ids, mask = grouped_batch(groups=3, k=4)
     rows = []
     model.register_forward_hook(lambda m, args, kwargs, out: rows.append(kwargs["input_ids"].shape), with_kwargs=True)
+    heads = []
+    model.lm_head.register_forward_hook(lambda m, args, out: heads.append(tuple(args[0].shape)))
     completion_forward(model, ids, mask, 5)
-    assert rows == [(3, 6), (12, 4)]  # 3 distinct prompts; then 12 rows of C - 1 = 4 tokens
+    # 3 distinct prompts but their last token; then 12 rows of it and C - 1 = 4 completion tokens
+    assert rows == [(3, 5), (12, 5)]
+    assert heads == [(3, 1, 32), (12, 5, 32)]  # no LM head over the prompt columns
     rows.clear()
     completion_forward(model, ids, mask, 5, share_prompts=False)
     assert rows == [(12, 11)]
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_one_token_prompts_share_the_pass_and_equal_a_plain_forward(c):
+    """A prompt of one token leaves its row all padding in the prompt pass (every column but
+    the last); the tail starts at that token, so its columns still equal a plain forward."""
+    model = tiny_lm()
+    ids, mask = grouped_batch(groups=3, k=2, p=4, c=c)
+    mask[:2, :3] = 0  # the first prompt is its last token alone
+    ids = ids * mask
+    real = mask[:, -c:].bool()
+    logits, hidden = completion_forward(model, ids, mask, c)
+    want_logits, want_hidden = plain(model, ids, mask, c)
+    assert bool(torch.isfinite(logits).all())
+    torch.testing.assert_close(logits[real], want_logits[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hidden[real], want_hidden[real], atol=1e-5, rtol=1e-5)
 
 
 def test_a_bad_completion_width_is_named():

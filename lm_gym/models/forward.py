@@ -94,8 +94,8 @@ def completion_forward(
     if share_prompts and b > 1:
         prompts = torch.cat([input_ids[:, :p], attention_mask[:, :p]], 1)
         distinct, rows = torch.unique(prompts, dim=0, return_inverse=True)
-        if len(distinct) < b:
-            return _shared_prompt_forward(model, input_ids, attention_mask, positions, distinct, rows, c, cache_kwarg)
+        if len(distinct) < b and p >= 2:
+            return _shared_prompt_forward(model, input_ids, attention_mask, positions, distinct, rows, c, cache_kwarg, keep)
     kwargs: dict[str, Any] = {"logits_to_keep": c + 1} if keep else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                 use_cache=False, output_hidden_states=True, **kwargs)
@@ -111,27 +111,26 @@ def _shared_prompt_forward(
     rows: torch.Tensor,
     c: int,
     cache_kwarg: str,
+    keep: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct prompts (U, P) with a cache, the cache gathered to the B rows by ``rows``
-    (B,), then the first ``C - 1`` completion tokens of every row on it. The prompt pass keeps
-    all its columns' logits: with ``logits_to_keep=1`` the head's (U, H) product took another
-    kernel on CPU and its last bit differed between two copies of one model."""
+    """The distinct prompts (U, P) but their last column with a cache, the cache gathered to
+    the B rows by ``rows`` (B,), then each row's last prompt token and first ``C - 1``
+    completion tokens on it: every column that scores a completion token comes out of that
+    one (B, C) pass. The prompt pass needs no logits (``logits_to_keep=1`` where the model
+    takes it: one column, unused), so no LM head runs on the prompts, forward or backward."""
     import torch
 
     p = input_ids.shape[1] - c
     first = rows.new_zeros(len(distinct))
     first[rows] = torch.arange(len(rows), device=rows.device)  # one row holding each prompt
-    head = model(input_ids=distinct[:, :p], attention_mask=distinct[:, p:], position_ids=positions[first, :p],
-                 use_cache=True, output_hidden_states=True)
-    logits, hidden = head.logits[rows, -1:], head.hidden_states[-1][rows, -1:]  # (B, 1, .)
-    if c == 1:
-        return logits, hidden
+    head = model(input_ids=distinct[:, : p - 1], attention_mask=distinct[:, p : 2 * p - 1],
+                 position_ids=positions[first, : p - 1], use_cache=True, **({"logits_to_keep": 1} if keep else {}))
     cache = head.get(cache_kwarg) if cache_kwarg in head else head.get("past_key_values")
     cache.batch_select_indices(rows)  # (U, ...) -> (B, ...): differentiable gathers
-    tail = model(input_ids=input_ids[:, p : p + c - 1], attention_mask=attention_mask[:, : p + c - 1],
-                 position_ids=positions[:, p : p + c - 1], use_cache=True, output_hidden_states=True,
+    tail = model(input_ids=input_ids[:, p - 1 : p - 1 + c], attention_mask=attention_mask[:, : p - 1 + c],
+                 position_ids=positions[:, p - 1 : p - 1 + c], use_cache=True, output_hidden_states=True,
                  **{cache_kwarg: cache})
-    return torch.cat([logits, tail.logits], 1), torch.cat([hidden, tail.hidden_states[-1]], 1)
+    return tail.logits, tail.hidden_states[-1]
 
 
 # -- the judge -> reference memo ----------------------------------------------------------
