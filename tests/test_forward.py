@@ -81,6 +81,10 @@ def test_each_distinct_prompt_runs_once():
     rows.clear()
     completion_forward(model, ids, mask, 5, share_prompts=False)
     assert rows == [(12, 11)]
+    rows.clear()
+    ids, mask = grouped_batch(groups=3, k=4, p=1)  # one prompt column: a plain forward
+    logits, _ = completion_forward(model, ids, mask, 5)
+    assert rows == [(12, 6)] and logits.shape == (12, 5, 50)
 
 
 @pytest.mark.parametrize("c", [1, 3])

@@ -94,7 +94,7 @@ def completion_forward(
     if share_prompts and b > 1:
         prompts = torch.cat([input_ids[:, :p], attention_mask[:, :p]], 1)
         distinct, rows = torch.unique(prompts, dim=0, return_inverse=True)
-        if len(distinct) < b and p >= 2:
+        if len(distinct) < b and p >= 2:  # one prompt column: nothing runs before the tail
             return _shared_prompt_forward(model, input_ids, attention_mask, positions, distinct, rows, c, cache_kwarg, keep)
     kwargs: dict[str, Any] = {"logits_to_keep": c + 1} if keep else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
@@ -123,9 +123,10 @@ def _shared_prompt_forward(
     p = input_ids.shape[1] - c
     first = rows.new_zeros(len(distinct))
     first[rows] = torch.arange(len(rows), device=rows.device)  # one row holding each prompt
-    head = model(input_ids=distinct[:, : p - 1], attention_mask=distinct[:, p : 2 * p - 1],
-                 position_ids=positions[first, : p - 1], use_cache=True, **({"logits_to_keep": 1} if keep else {}))
-    cache = head.get(cache_kwarg) if cache_kwarg in head else head.get("past_key_values")
+    prompt_pass = model(input_ids=distinct[:, : p - 1], attention_mask=distinct[:, p : 2 * p - 1],
+                        position_ids=positions[first, : p - 1], use_cache=True,
+                        **({"logits_to_keep": 1} if keep else {}))
+    cache = prompt_pass.get(cache_kwarg) if cache_kwarg in prompt_pass else prompt_pass.get("past_key_values")
     cache.batch_select_indices(rows)  # (U, ...) -> (B, ...): differentiable gathers
     tail = model(input_ids=input_ids[:, p - 1 : p - 1 + c], attention_mask=attention_mask[:, : p - 1 + c],
                  position_ids=positions[:, p - 1 : p - 1 + c], use_cache=True, output_hidden_states=True,
