@@ -119,7 +119,7 @@ class Reinforce(LMAgent):
             loss = (-(seq_logprob * advantages[rows]).sum() - cfg.ent_coef * entropy * len(rows)) / n
             loss.backward()
             loss_sum += loss.item()
-            entropy_sum += float(entropy) * len(rows)
+            entropy_sum += entropy.item() * len(rows)
         grad_norm = self.optimizer_step()
         return {
             "train/policy_loss": loss_sum, "train/entropy": entropy_sum / n,

@@ -2,7 +2,8 @@
 
 The zero-shot row is the built-in model sampling as it is (``agents.make("model", ...)``).
 Each learner fine-tunes that model (with a KL penalty to it) for at most ``--seconds`` of
-wall time on one CPU thread, then all are evaluated on the same held-out episodes.
+wall time on one CPU thread, then all are evaluated on the same episodes of the held-out
+prompts (``split="test"``; the learners train on ``"train"``).
 Prints a table (mean composite reward +- std, each component, Delta vs zero-shot, fluency
 as a fraction of zero-shot fluency, timesteps, wall time) and saves a learning curve
 (``--plot``, rollout reward per update vs env steps) with matplotlib.
@@ -35,7 +36,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def evaluate(agent: Any, episodes: int, seed: int) -> dict[str, float]:
-    return agents.evaluate(agent, n_episodes=episodes, seed=seed, n_envs=16)
+    return agents.evaluate(agent, ENV_ID, n_episodes=episodes, seed=seed, n_envs=16, split="test")
 
 
 def main() -> None:
