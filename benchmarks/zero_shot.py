@@ -12,6 +12,7 @@ import time
 
 import lm_gym
 from agents import evaluate, make
+from lm_gym.tasks.text import PROMPT_SPLITS
 
 TEXT_IDS = [
     "lm_gym/SentimentContinuation-v0",
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200, help="episodes per (env, agent)")
     parser.add_argument("--envs", default=",".join(TEXT_IDS), help="comma-separated env ids")
     parser.add_argument("--model", default=None, help="model name or path for the text envs (default: each env's own)")
-    parser.add_argument("--split", default="test", choices=["train", "test"],
+    parser.add_argument("--split", default="test", choices=list(PROMPT_SPLITS),
                         help="prompt split to evaluate on (default: the held-out one)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
