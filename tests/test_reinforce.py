@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -93,6 +95,17 @@ def test_gradient_accumulation_matches_the_full_batch():
     assert grads[0].shape == grads[1].shape and grads[0].abs().max() > 1e-3
     # the chunks may take the other (exact) teacher-forced path, shared or plain prompts
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_entropy_bonus_update_logs_the_entropy_without_a_warning():
+    """With ent_coef > 0 the entropy carries a gradient; logging it must not warn (float()
+    on such a tensor does) and must give the mean per-token entropy, a positive number."""
+    agent = Reinforce("lm_gym/Copy-v0", env_kwargs=COPY_SMALL, n_envs=8, batch_size=8, seed=0, ent_coef=0.01)
+    batch = agent.rollout()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = agent.update(batch)
+    assert 0.0 < metrics["train/entropy"] < float(torch.log(torch.tensor(float(agent.policy.vocab_size))))
 
 
 def test_config_rejects_bad_values():
