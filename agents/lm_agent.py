@@ -304,6 +304,9 @@ class LMAgent(Agent):
         norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else float("inf")))
         if np.isfinite(norm):
             self.optimizer.step()
+            # torch's fused Adam updates in place without bumping the version counters that
+            # LMPolicy's caches (KV cache, packed inference weights) key on
+            torch.autograd.graph.increment_version(params)
             self._bad_steps = 0
         else:
             self._bad_steps += 1

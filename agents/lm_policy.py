@@ -630,8 +630,10 @@ class LMPolicy(nn.Module):
         scaled = logits.float() if temperature == 1 else logits.float() / temperature  # no copy at 1
         return scaled if valid is None else torch.where(valid, scaled, float("-inf"))
 
-    def _sample(self, scaled: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        """Actions (N,) from masked, temperature-scaled logits (N, V); top-k/top-p apply here only."""
+    def _sample(self, scaled: torch.Tensor, deterministic: bool, logp: torch.Tensor | None = None) -> torch.Tensor:
+        """Actions (N,) from masked, temperature-scaled logits (N, V); top-k/top-p apply here
+        only. ``logp``: ``log_softmax(scaled)`` if the caller has it (its exp is the sampling
+        law when no top-k/top-p applies: no second pass over (N, V))."""
         if deterministic:
             return scaled.argmax(-1)
         from transformers import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
@@ -641,7 +643,10 @@ class LMPolicy(nn.Module):
             warpers.append(TopKLogitsWarper(top_k=self.top_k))
         if self.top_p is not None and self.top_p < 1.0:
             warpers.append(TopPLogitsWarper(top_p=self.top_p))
-        probs = torch.softmax(warpers(None, scaled) if warpers else scaled, dim=-1)  # (N, V)
+        if warpers:
+            probs = torch.softmax(warpers(None, scaled), dim=-1)  # (N, V)
+        else:
+            probs = logp.exp() if logp is not None else torch.softmax(scaled, dim=-1)
         # Inverse-CDF sampling: one uniform per row, placed on the row's cumulative sum (in
         # float64, as torch.multinomial accumulates) by binary search. The same law as
         # multinomial at a twentieth of its cost, and a sixth of the exponential race's
@@ -1009,7 +1014,9 @@ class LMPolicy(nn.Module):
                 that token is an error. None (the plain Gymnasium loop) decides per slot: a
                 window that is the slot's last window plus the action taken from it advances
                 the cache, any other is prefilled. After :meth:`reset_cache`, a change of
-                ``N``, or an optimizer step, every slot is prefilled whatever the flags say.
+                ``N``, or an optimizer step (one that bumps the parameters' version counters, as
+                ``LMAgent.optimizer_step`` does; torch's fused Adam alone does not: then call
+                :meth:`after_update`), every slot is prefilled whatever the flags say.
             action_mask: (V,) or (N, V), nonzero for valid tokens (``info["action_mask"]``).
             deterministic: take the most likely valid token instead of sampling.
             stats: also return the actions' log-probabilities and the values (a learner's
@@ -1034,7 +1041,8 @@ class LMPolicy(nn.Module):
             )
             valid = self._nlpo_keep(mask_logits, valid)
         scaled = self._scaled(logits, valid, self.temperature)  # (N, V)
-        actions = self._sample(scaled, deterministic)  # (N,)
+        logp = torch.log_softmax(scaled, -1) if stats else None  # (N, V)
+        actions = self._sample(scaled, deterministic, logp)  # (N,)
         # what the next call's windows must extend to advance the cache (input_ids may be
         # the caller's own tensor, edited in place later: keep a copy)
         state.last_ids = input_ids.clone() if input_ids is obs["input_ids"] else input_ids
@@ -1042,7 +1050,7 @@ class LMPolicy(nn.Module):
         actions_np = actions.cpu().numpy().astype(np.int64)
         if not stats:
             return ActOutput(actions=actions_np, logprobs=None, values=None, logits=logits)
-        logprobs = torch.log_softmax(scaled, -1).gather(-1, actions[:, None]).squeeze(-1)
+        logprobs = logp.gather(-1, actions[:, None]).squeeze(-1)
         return ActOutput(
             actions=actions_np,
             logprobs=logprobs.float().cpu().numpy(),

@@ -501,3 +501,25 @@ def test_a_text_task_on_another_model_ignores_the_tuned_defaults(tmp_path):
                         env_kwargs={"max_new_tokens": 4, "model": str(tmp_path / "tiny")})
     assert agent.task_defaults == {} and agent.config.learning_rate is None
     assert agent.kl_coef == 0.04  # GRPO's default for a pretrained LM
+
+
+def test_an_optimizer_step_bumps_every_version_so_the_policys_caches_follow_the_new_weights():
+    """torch's fused Adam steps without bumping version counters; LMPolicy's KV cache and
+    oneDNN's packed weights key on them, so optimizer_step bumps them itself."""
+    import copy
+
+    agent = small_agent(cls=PPO)
+    obs, _ = agents.make_vec_env(COPY, 4, **SMALL).reset(seed=0)
+    new = np.ones(4, dtype=bool)
+    agent.policy.act(obs, new, deterministic=True)  # packs the weights as they are now
+    trainable = [p for p in agent.policy.parameters() if p.requires_grad]
+    before = [p._version for p in trainable]
+    for p in trainable:
+        p.grad = torch.randn_like(p)
+    agent.optimizer_step()
+    assert all(p._version > v for p, v in zip(trainable, before))
+    fresh = copy.deepcopy(agent.policy)
+    fresh.reset_cache()
+    got, want = agent.policy.act(obs, new), fresh.act(obs, new)
+    np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-5)
+    torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=0)

@@ -407,3 +407,91 @@ def test_fuse_activations_swaps_gelu_new_for_the_same_fused_function():
     assert not any(type(m) is NewGELUActivation for m in model.modules())
     assert model.config.activation_function == "gelu_new"  # saved checkpoints are unchanged
     torch.testing.assert_close(model(ids).logits, before, atol=1e-5, rtol=0)
+
+
+def _tiny_lm(seed: int = 0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=32, n_layer=2, n_head=2, n_positions=16)).eval()
+
+
+def test_fuse_activations_gives_gpt2_the_inference_kernels_keeping_its_parameters():
+    import copy
+
+    from transformers.pytorch_utils import Conv1D
+
+    from lm_gym.models import fuse_activations
+    from lm_gym.models.fused import InferenceConv1D, InferenceFusedGPT2MLP, InferenceLinear
+
+    model = _tiny_lm()
+    keys = list(model.state_dict())
+    fuse_activations(model)
+    assert [type(b.mlp) for b in model.transformer.h] == [InferenceFusedGPT2MLP] * 2
+    assert sum(type(m) is InferenceConv1D for m in model.modules()) == 8  # c_attn, c_proj, c_fc, mlp c_proj
+    assert not any(type(m) is Conv1D for m in model.modules())
+    assert type(model.lm_head) is InferenceLinear
+    assert model.lm_head.weight is model.transformer.wte.weight  # the tie is kept
+    assert list(model.state_dict()) == keys
+    twin = copy.deepcopy(model)  # the packed weights live outside the module
+    ids = torch.randint(0, 40, (3, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(twin(ids).logits, model(ids).logits, atol=0, rtol=0)
+
+
+def test_inference_kernels_match_gpt2s_forward_without_gradients_and_are_its_forward_with_them(monkeypatch):
+    import lm_gym.models.fused as fused
+    from lm_gym.models import fuse_activations
+
+    plain, model = _tiny_lm(), fuse_activations(_tiny_lm())
+    ids = torch.randint(0, 40, (4, 11))
+    with torch.no_grad():
+        expected = plain(ids).logits
+        torch.testing.assert_close(model(ids).logits, expected, atol=1e-5, rtol=0)
+    # with gradients: GPT-2's own kernels, the same values and gradients
+    plain(ids).logits.square().mean().backward()
+    model(ids).logits.square().mean().backward()
+    torch.testing.assert_close(model(ids).logits, plain(ids).logits, atol=1e-6, rtol=0)
+    for (name, a), b in zip(plain.named_parameters(), model.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-6, rtol=1e-5, msg=name)
+    # an optimizer step changes the weights in place: the packed copies follow, also after
+    # torch's fused Adam, which does not bump the version counters
+    for m in (plain, model):
+        torch.optim.Adam(m.parameters(), lr=0.05, fused=True).step()
+    with torch.no_grad():
+        after = plain(ids).logits
+        assert (after - expected).abs().max() > 1e-3
+        torch.testing.assert_close(model(ids).logits, after, atol=1e-5, rtol=0)
+    # switched off: exactly GPT-2's kernels
+    monkeypatch.setitem(fused._STATE, "onednn", False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, after, atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+def test_the_onednn_path_runs_without_gradients_only_and_the_environment_switch_turns_it_off(monkeypatch):
+    import lm_gym.models.fused as fused
+    from lm_gym.models import fuse_activations
+
+    original, calls = fused._onednn_linear, []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("gelu", False))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fused, "_onednn_linear", spy)
+    model, ids = fuse_activations(_tiny_lm()), torch.randint(0, 40, (2, 5))
+    monkeypatch.setitem(fused._STATE, "onednn", None)
+    with torch.no_grad():
+        model(ids)
+    # per layer: c_attn, attention c_proj, c_fc + GELU (fused), MLP c_proj; then the LM head
+    assert calls == [False, False, True, False] * 2 + [False]
+    calls.clear()
+    model(ids)  # with gradients: torch's kernels
+    assert calls == []
+    monkeypatch.setenv("LM_GYM_ONEDNN", "0")
+    monkeypatch.setitem(fused._STATE, "onednn", None)
+    assert not fused.onednn_linear_available()
+    with torch.no_grad():
+        model(ids)
+    assert calls == []
