@@ -256,8 +256,10 @@ class LMAgent(Agent):
         )
 
     def evaluate_actions(self, batch: RolloutBatch) -> Evaluation:
-        """ONE teacher-forced forward of the policy over ``batch``: (B, C) logprobs, values, entropy."""
-        return teacher_forced(self.policy, batch, self.action_mask)
+        """ONE teacher-forced forward of the policy over ``batch``: (B, C) logprobs, values, entropy
+        (with gradients only where an entropy bonus uses them: ``ent_coef > 0``)."""
+        entropy_grad = getattr(self.config, "ent_coef", 0.0) > 0
+        return teacher_forced(self.policy, batch, self.action_mask, entropy_grad=entropy_grad)
 
     def minibatches(
         self, n: int, size: int | None, shuffle: bool = True, group_size: int = 1

@@ -142,6 +142,80 @@ def _additive(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return zeros.masked_fill_(~keep, float("-inf"))
 
 
+BLOCK_ROWS = 128
+"""Rows of logits per block in :class:`_BlockedLogprobs`: (128, V) float32 is 1 MiB at V =
+2048, so each block's passes run in cache."""
+
+
+class _BlockedLogprobs(torch.autograd.Function):
+    """``log_softmax(mask(logits / T))[target]`` for (N, V) rows, with each row's entropy
+    (returned without gradient), computed block by block of :data:`BLOCK_ROWS` rows.
+
+    The same values and gradients as the composed ops (``torch.where`` mask, ``log_softmax``,
+    ``gather``), which each make a full (N, V) pass forward and another backward (the
+    update's logits are 12 MB at 64 x 24 x 2048): here the forward reads the logits once and
+    the backward reads them once and writes their gradient once, each block's
+    intermediates staying in cache. Masked tokens have probability 0, so their gradient is
+    exactly 0, as through ``where``.
+    """
+
+    @staticmethod
+    def _block(logits: torch.Tensor, valid: torch.Tensor | None, temperature: float, lo: int, hi: int) -> torch.Tensor:
+        """Rows ``[lo, hi)`` scaled and masked; ``valid`` (V,) comes as an additive 0 / -inf
+        float row (one add), (N, V) as bool."""
+        z = logits[lo:hi].float()
+        if temperature != 1:
+            z = z / temperature
+        if valid is not None:
+            z = z + valid if valid.is_floating_point() else z.masked_fill(~valid[lo:hi], float("-inf"))
+        return z
+
+    @staticmethod
+    def _mask(valid: torch.Tensor | None) -> torch.Tensor | None:
+        if valid is None or valid.dim() != 1:
+            return valid
+        return torch.zeros(valid.shape, dtype=torch.float32, device=valid.device).masked_fill_(~valid, float("-inf"))
+
+    @staticmethod
+    def forward(
+        ctx: Any, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None, temperature: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n = logits.shape[0]
+        targets = targets.long()
+        lse = torch.empty(n, dtype=torch.float32, device=logits.device)
+        logprobs, entropy = torch.empty_like(lse), torch.empty_like(lse)
+        valid = _BlockedLogprobs._mask(valid)
+        for lo in range(0, n, BLOCK_ROWS):
+            hi = min(lo + BLOCK_ROWS, n)
+            z = _BlockedLogprobs._block(logits, valid, temperature, lo, hi)  # (b, V)
+            lse[lo:hi] = z.logsumexp(-1)
+            logp = z - lse[lo:hi, None]
+            logprobs[lo:hi] = logp.gather(1, targets[lo:hi, None]).squeeze(1)
+            # -sum p log p; a masked token's 0 * -inf is NaN, which nansum drops (its term is 0)
+            entropy[lo:hi] = -torch.nansum(logp.exp() * logp, -1)
+        ctx.save_for_backward(logits, targets, lse, valid)
+        ctx.temperature = temperature
+        ctx.mark_non_differentiable(entropy)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx: Any, grad_logprobs: torch.Tensor, grad_entropy: torch.Tensor) -> tuple[Any, ...]:
+        logits, targets, lse, valid = ctx.saved_tensors
+        temperature = ctx.temperature
+        grad = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+        g = grad_logprobs.float()
+        for lo in range(0, logits.shape[0], BLOCK_ROWS):
+            hi = min(lo + BLOCK_ROWS, logits.shape[0])
+            out = grad[lo:hi]
+            # d logp_t / d z_j = [j = t] - p_j, so the block's gradient is -p g + g at the target
+            torch.sub(_BlockedLogprobs._block(logits, valid, temperature, lo, hi), lse[lo:hi, None], out=out)
+            out.exp_().mul_(-g[lo:hi, None])
+            out.scatter_add_(1, targets[lo:hi, None], g[lo:hi, None])
+            if temperature != 1:
+                out.div_(temperature)
+        return grad.to(logits.dtype), None, None, None
+
+
 def _is_plain_gpt2(model: nn.Module) -> bool:
     """A GPT-2 LM the static fast path can run through its modules (no cross-attention, no
     active dropout); any other model takes the generic path."""
@@ -503,6 +577,7 @@ class LMPolicy(nn.Module):
         temperature: float | None = None,
         action_mask: Any = None,
         stats: bool = True,
+        entropy_grad: bool = True,
     ) -> Evaluation:
         """:meth:`logprobs_of` of the completion only, (B, C) fields, with gradients.
 
@@ -511,7 +586,9 @@ class LMPolicy(nn.Module):
         (padding columns score a valid stand-in token, finite, for a masked sum). One pass of
         :func:`lm_gym.models.forward.completion_forward`: the LM head on the ``C`` columns only,
         each distinct prompt run once. ``action_mask`` is (V,) or (B, V). ``stats=False``
-        returns the log-probs alone (no values, no entropy: a KL reference needs no more).
+        returns the log-probs alone (no values, no entropy: a KL reference needs no more);
+        ``entropy_grad=False`` returns the entropy without gradients (a learner that only logs
+        it: no autograd record of the (B, C, V) passes that compute it).
 
         Without gradients (a frozen reference's KL log-probs) rows the env's fluency judge
         already ran through this same model come from its memo: their logits from the
@@ -548,7 +625,7 @@ class LMPolicy(nn.Module):
         # each row's first valid token ((V,) mask: a scalar; (B, V): (B, 1)) stands in for padding
         fill = 0 if valid is None else valid.to(torch.uint8).argmax(-1)
         targets = torch.where(attention_mask[:, -c:] != 0, input_ids[:, -c:], fill)
-        return self._evaluation(logits, hidden, targets, action_mask, mask_logits, temperature, stats)
+        return self._evaluation(logits, hidden, targets, action_mask, mask_logits, temperature, stats, entropy_grad)
 
     def _evaluation(
         self,
@@ -559,15 +636,22 @@ class LMPolicy(nn.Module):
         mask_logits: torch.Tensor | None,
         temperature: float | None,
         stats: bool = True,
+        entropy_grad: bool = True,
     ) -> Evaluation:
         """Log-probs of ``actions``, values and entropies from (B, T, V) logits and (B, T, H)
-        states (log-probs alone with ``stats=False``)."""
+        states (log-probs alone with ``stats=False``; the entropy detached with
+        ``entropy_grad=False``)."""
         temperature = self.temperature if temperature is None else temperature
         if temperature <= 0:
             raise InvalidArgument(f"temperature must be > 0, got {temperature!r}.")
         valid = self._valid_tokens(action_mask, logits.shape[:-1])  # (B, T, V) bool or None
         if mask_logits is not None:
             valid = self._nlpo_keep(mask_logits, valid)
+        if stats and not entropy_grad:  # the learners' update: one blocked pass, no (B, T, V) temporaries
+            lead, v = logits.shape[:-1], logits.shape[-1]
+            rows = None if valid is None else (valid if valid.dim() == 1 else valid.expand(*lead, v).reshape(-1, v))
+            logprobs, entropy = _BlockedLogprobs.apply(logits.reshape(-1, v), actions.reshape(-1), rows, temperature)
+            return Evaluation(logprobs=logprobs.view(lead), values=self._value(hidden), entropy=entropy.view(lead))
         scaled = self._scaled(logits, valid, temperature)  # (B, T, V)
         if not stats:  # no (B, T, V) log-softmax: the normaliser and the chosen logits suffice
             picked = scaled.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # (B, T)

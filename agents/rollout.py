@@ -132,15 +132,20 @@ def _pad(b: RolloutBatch, p: int, c: int) -> RolloutBatch:
 
 
 def teacher_forced(
-    policy: LMPolicy, batch: RolloutBatch, action_mask: np.ndarray | None, stats: bool = True
+    policy: LMPolicy,
+    batch: RolloutBatch,
+    action_mask: np.ndarray | None,
+    stats: bool = True,
+    entropy_grad: bool = True,
 ) -> Evaluation:
     """ONE teacher-forced pass of ``policy`` over the batch's completions (each distinct prompt
     run once, the LM head on the completion columns only): the :class:`Evaluation`'s fields
-    (B, C); the log-probs alone with ``stats=False`` (a reference's). Padding targets are a
-    valid token, so no ``-inf`` enters a masked sum."""
+    (B, C); the log-probs alone with ``stats=False`` (a reference's); the entropy without
+    gradients with ``entropy_grad=False``. Padding targets are a valid token, so no ``-inf``
+    enters a masked sum."""
     return policy.completion_logprobs(
         batch.input_ids, batch.attention_mask, batch.completion_mask.shape[1], action_mask=action_mask,
-        stats=stats,
+        stats=stats, entropy_grad=entropy_grad,
     )
 
 

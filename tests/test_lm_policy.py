@@ -650,3 +650,62 @@ def test_completion_logprobs_stay_finite_on_padding_under_per_row_masks():
     ev = policy.completion_logprobs(ids, attn, 2, action_mask=mask)
     assert ev.logprobs.shape == (2, 2) and bool(torch.isfinite(ev.logprobs).all())
     assert ev.entropy.shape == (2, 2) and ev.values.shape == (2, 2)
+
+
+@pytest.mark.parametrize("mask_kind", [None, "vocab", "per_row"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_blocked_logprobs_match_the_composed_ops_in_values_and_gradients(monkeypatch, mask_kind, temperature):
+    import agents.lm_policy as lm_policy
+
+    monkeypatch.setattr(lm_policy, "BLOCK_ROWS", 7)  # several blocks and a short last one
+    torch.manual_seed(0)
+    n, v = 40, 11
+    logits = torch.randn(n, v, requires_grad=True)
+    valid = {None: None, "vocab": torch.rand(v) > 0.3, "per_row": torch.rand(n, v) > 0.4}[mask_kind]
+    targets = torch.randint(0, v, (n,))
+    if valid is not None:
+        valid[..., 0] = True
+        rows = valid.expand(n, v)
+        targets = torch.where(rows.gather(1, targets[:, None]).squeeze(1), targets, 0)
+    weights = torch.randn(n)
+
+    got, got_entropy = lm_policy._BlockedLogprobs.apply(logits, targets, valid, temperature)
+    (got * weights).sum().backward()
+    got_grad, logits.grad = logits.grad, None
+
+    z = logits / temperature if valid is None else torch.where(valid, logits / temperature, float("-inf"))
+    logp = torch.log_softmax(z, -1)
+    want = logp.gather(1, targets[:, None]).squeeze(1)
+    want_entropy = -(logp.exp() * (logp if valid is None else logp.masked_fill(~valid, 0))).sum(-1)
+    (want * weights).sum().backward()
+
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=0)
+    torch.testing.assert_close(got_entropy, want_entropy.detach(), atol=5e-6, rtol=0)
+    torch.testing.assert_close(got_grad, logits.grad, atol=1e-6, rtol=0)
+    assert not got_entropy.requires_grad
+    if valid is not None:
+        assert torch.all(got_grad[~valid.expand(n, v)] == 0)  # masked tokens: exactly no gradient
+
+
+def test_completion_logprobs_without_entropy_gradient_give_the_same_evaluation():
+    policy = make_policy()
+    mask = np.ones(V, np.int8)
+    mask[[1, 7]] = 0
+    obs = batch([[3, 1, 4], [6, 2], [5]])
+    ids = torch.as_tensor(obs["input_ids"])
+    attn = torch.as_tensor(obs["attention_mask"])
+    full = torch.cat([ids, torch.tensor([[2, 5], [9, 2], [4, 4]])], 1)
+    full_mask = torch.cat([attn, torch.ones(3, 2, dtype=attn.dtype)], 1)
+    plain = policy.completion_logprobs(full, full_mask, 2, action_mask=mask)
+    blocked = policy.completion_logprobs(full, full_mask, 2, action_mask=mask, entropy_grad=False)
+    torch.testing.assert_close(blocked.logprobs, plain.logprobs, atol=2e-6, rtol=0)
+    torch.testing.assert_close(blocked.values, plain.values)
+    torch.testing.assert_close(blocked.entropy, plain.entropy.detach(), atol=5e-6, rtol=0)
+    assert plain.entropy.requires_grad and not blocked.entropy.requires_grad
+    grads = []
+    for ev in (plain, blocked):
+        policy.zero_grad()
+        ev.logprobs.sum().backward()
+        grads.append([p.grad.clone() for p in policy.parameters() if p.grad is not None])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
