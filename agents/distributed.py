@@ -143,10 +143,14 @@ class DistContext:
             offset += n
 
     def broadcast_module(self, module: torch.nn.Module, src: int = 0) -> None:
-        """Copy rank ``src``'s parameters and buffers into ``module`` on every rank."""
+        """Copy rank ``src``'s parameters and buffers into ``module`` on every rank (their
+        version counters bumped, as any in-place write would: the policy's caches key on them)."""
         with torch.no_grad():
-            for t in module.state_dict(keep_vars=True).values():
+            tensors = list(module.state_dict(keep_vars=True).values())
+            for t in tensors:
                 dist.broadcast(t.data, src=src)
+        for t in tensors:
+            torch.autograd.graph.increment_version(t)  # one at a time: older torch takes one tensor
 
     def broadcast_int(self, value: int, src: int = 0) -> int:
         box = [int(value)]

@@ -308,7 +308,8 @@ class LMAgent(Agent):
             self.optimizer.step()
             # torch's fused Adam updates in place without bumping the version counters that
             # LMPolicy's caches (KV cache, packed inference weights) key on
-            torch.autograd.graph.increment_version(params)
+            for p in params:  # one at a time: older torch takes one tensor
+                torch.autograd.graph.increment_version(p)
             self._bad_steps = 0
         else:
             self._bad_steps += 1
