@@ -307,7 +307,7 @@ class LMAgent(Agent):
         if np.isfinite(norm):
             self.optimizer.step()
             # torch's fused Adam updates in place without bumping the version counters that
-            # LMPolicy's caches (KV cache, packed inference weights) key on
+            # LMPolicy's KV-cache check keys on
             for p in params:  # one at a time: older torch takes one tensor
                 torch.autograd.graph.increment_version(p)
             self._bad_steps = 0

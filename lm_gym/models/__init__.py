@@ -322,33 +322,16 @@ def load_lm(
 def fuse_activations(model: Any) -> Any:
     """``model`` with each GPT-2 style ``"gelu_new"`` activation (a Python formula of six
     elementwise kernels, forward and backward) replaced by torch's fused tanh GELU, the same
-    function to 1e-7; and GPT-2's MLPs, ``Conv1D`` layers and LM head given the forwards of
-    :mod:`lm_gym.models.fused` (without gradients on a CPU, oneDNN kernels on pre-packed
-    weights, the GELU fused into its matmul; with gradients, unchanged); returns the model.
-    Config and weights are unchanged, so saved checkpoints are what they were."""
-    from torch import nn
+    function to 1e-7; returns the model. Config and weights are unchanged, so saved
+    checkpoints are what they were."""
     from transformers import activations
-    from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
-    from transformers.pytorch_utils import Conv1D
-
-    from lm_gym.models.fused import InferenceConv1D, InferenceFusedGPT2MLP, InferenceLinear
 
     fused = getattr(activations, "GELUTanh", None) or activations.PytorchGELUTanh
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) is activations.NewGELUActivation:
                 setattr(module, name, fused())
-    # same parameters, same state dict: only the no-gradient CPU forward changes
-    for module in list(model.modules()):
-        if type(module) is GPT2MLP and type(module.act) is fused:
-            module.__class__ = InferenceFusedGPT2MLP
-        elif type(module) is Conv1D:
-            module.__class__ = InferenceConv1D
-    head = getattr(model, "lm_head", None)
-    if type(head) is nn.Linear and type(model).__name__ == "GPT2LMHeadModel":
-        head.__class__ = InferenceLinear
     return model
-
 
 
 def load_model_and_tokenizer(
