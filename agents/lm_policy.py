@@ -714,10 +714,8 @@ class LMPolicy(nn.Module):
         scaled = logits.float() if temperature == 1 else logits.float() / temperature  # no copy at 1
         return scaled if valid is None else torch.where(valid, scaled, float("-inf"))
 
-    def _sample(self, scaled: torch.Tensor, deterministic: bool, logp: torch.Tensor | None = None) -> torch.Tensor:
-        """Actions (N,) from masked, temperature-scaled logits (N, V); top-k/top-p apply here
-        only. ``logp``: ``log_softmax(scaled)`` if the caller has it (its exp is the sampling
-        law when no top-k/top-p applies: no second pass over (N, V))."""
+    def _sample(self, scaled: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """Actions (N,) from masked, temperature-scaled logits (N, V); top-k/top-p apply here only."""
         if deterministic:
             return scaled.argmax(-1)
         from transformers import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
@@ -727,10 +725,7 @@ class LMPolicy(nn.Module):
             warpers.append(TopKLogitsWarper(top_k=self.top_k))
         if self.top_p is not None and self.top_p < 1.0:
             warpers.append(TopPLogitsWarper(top_p=self.top_p))
-        if warpers:
-            probs = torch.softmax(warpers(None, scaled), dim=-1)  # (N, V)
-        else:
-            probs = logp.exp() if logp is not None else torch.softmax(scaled, dim=-1)
+        probs = torch.softmax(warpers(None, scaled) if warpers else scaled, dim=-1)  # (N, V)
         # Inverse-CDF sampling: one uniform per row, placed on the row's cumulative sum (in
         # float64, as torch.multinomial accumulates) by binary search. The same law as
         # multinomial at a twentieth of its cost, and a sixth of the exponential race's
@@ -1125,8 +1120,7 @@ class LMPolicy(nn.Module):
             )
             valid = self._nlpo_keep(mask_logits, valid)
         scaled = self._scaled(logits, valid, self.temperature)  # (N, V)
-        logp = torch.log_softmax(scaled, -1) if stats else None  # (N, V)
-        actions = self._sample(scaled, deterministic, logp)  # (N,)
+        actions = self._sample(scaled, deterministic)  # (N,)
         # what the next call's windows must extend to advance the cache (input_ids may be
         # the caller's own tensor, edited in place later: keep a copy)
         state.last_ids = input_ids.clone() if input_ids is obs["input_ids"] else input_ids
@@ -1134,7 +1128,7 @@ class LMPolicy(nn.Module):
         actions_np = actions.cpu().numpy().astype(np.int64)
         if not stats:
             return ActOutput(actions=actions_np, logprobs=None, values=None, logits=logits)
-        logprobs = logp.gather(-1, actions[:, None]).squeeze(-1)
+        logprobs = torch.log_softmax(scaled, -1).gather(-1, actions[:, None]).squeeze(-1)
         return ActOutput(
             actions=actions_np,
             logprobs=logprobs.float().cpu().numpy(),
