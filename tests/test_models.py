@@ -407,4 +407,3 @@ def test_fuse_activations_swaps_gelu_new_for_the_same_fused_function():
     assert not any(type(m) is NewGELUActivation for m in model.modules())
     assert model.config.activation_function == "gelu_new"  # saved checkpoints are unchanged
     torch.testing.assert_close(model(ids).logits, before, atol=1e-5, rtol=0)
-
