@@ -161,14 +161,11 @@ class _BlockedLogprobs(torch.autograd.Function):
 
     @staticmethod
     def _block(logits: torch.Tensor, valid: torch.Tensor | None, temperature: float, lo: int, hi: int) -> torch.Tensor:
-        """Rows ``[lo, hi)`` scaled and masked; ``valid`` (V,) comes as an additive 0 / -inf
-        float row (one add), (N, V) as bool."""
-        z = logits[lo:hi].float()
-        if temperature != 1:
-            z = z / temperature
-        if valid is not None:
-            z = z + valid if valid.is_floating_point() else z.masked_fill(~valid[lo:hi], float("-inf"))
-        return z
+        """Rows ``[lo, hi)`` scaled and masked (:meth:`LMPolicy._scaled`); a (V,) mask comes as
+        an additive 0 / -inf float row (one add), an (N, V) one as bool."""
+        if valid is not None and valid.is_floating_point():
+            return LMPolicy._scaled(logits[lo:hi], None, temperature) + valid
+        return LMPolicy._scaled(logits[lo:hi], None if valid is None else valid[lo:hi], temperature)
 
     @staticmethod
     def _mask(valid: torch.Tensor | None) -> torch.Tensor | None:
