@@ -524,3 +524,13 @@ def test_an_optimizer_step_bumps_every_version_so_the_policys_kv_cache_is_not_re
     fresh.reset_cache()
     got, want = agent.policy.act(obs), fresh.act(obs)  # the plain loop: no flags
     torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("ent_coef, tracked", [(0.0, False), (0.01, True)])
+def test_the_update_entropy_carries_a_gradient_exactly_when_an_entropy_bonus_uses_it(ent_coef, tracked):
+    """ent_coef = 0 logs the entropy from the blocked pass (no autograd record); a bonus needs
+    its gradient, or the bonus would silently do nothing."""
+    agent = small_agent(cls=PPO, ent_coef=ent_coef)
+    ev = agent.evaluate_actions(agent.rollout())
+    assert ev.logprobs.requires_grad
+    assert ev.entropy.requires_grad is tracked
