@@ -253,6 +253,7 @@ class LMAgent(Agent):
         return collect(
             self.env, self.policy, self.rng, batch_size=cfg.batch_size, group_size=cfg.samples_per_prompt,
             action_mask=self.action_mask, reference=self.reference, greedy_baseline=self.needs_greedy_baseline,
+            eos_token_id=self.info.eos_token_id,
         )
 
     def evaluate_actions(self, batch: RolloutBatch) -> Evaluation:

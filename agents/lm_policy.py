@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import operator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,12 @@ class _SlotCache:
     v: torch.Tensor | None = None
     start: int = 0
     end: int = 0
+    # slots in groups of k consecutive rows showing one prompt (samples_per_prompt): the
+    # prompt's keys/values once per group, (layers, N / k, H, split - start, D); columns
+    # [start, split) of ``k``/``v`` are then unused (LMPolicy._gpt2_trunk)
+    kp: torch.Tensor | None = None
+    vp: torch.Tensor | None = None
+    split: int = 0
 
     def emptied(self) -> _SlotCache:
         """A cache with nothing cached (every slot prefills next) that keeps the static
@@ -211,6 +218,35 @@ class _BlockedLogprobs(torch.autograd.Function):
             if temperature != 1:
                 out.div_(temperature)
         return grad.to(logits.dtype), None, None, None
+
+
+def _group_size(windows: torch.Tensor) -> int:
+    """The largest ``k`` such that the (N, W) rows come in groups of ``k`` consecutive equal
+    rows (1: none): the gcd of the lengths of the runs of equal rows."""
+    same = (windows[1:] == windows[:-1]).all(-1)  # (N - 1,)
+    starts = torch.nonzero(~same).squeeze(1) + 1
+    bounds = [0, *starts.tolist(), len(windows)]
+    return math.gcd(*(b - a for a, b in zip(bounds, bounds[1:])))
+
+
+def _grouped_attention(q: torch.Tensor, state: _SlotCache, layer: int, mask4: torch.Tensor, scale: float) -> torch.Tensor:
+    """One decode step's attention (N, heads, 1, D) over the live columns ``[start, end)``:
+    the prompt's ``[start, split)`` from ``state.kp``/``vp`` (one copy per group of slots, so
+    each group reads it once for its ``k`` queries), the rest from the slots' own columns.
+    Equals the plain step's attention up to float rounding."""
+    n, heads, _, d = q.shape
+    g = state.kp.shape[1]
+    kp, vp = state.kp[layer], state.vp[layer]  # (G, heads, P, D)
+    p = kp.shape[2]
+    kc = state.k[layer, :, :, state.split : state.end]  # (N, heads, C, D)
+    vc = state.v[layer, :, :, state.split : state.end]
+    qg = q.view(g, n // g, heads, d).transpose(1, 2)  # (G, heads, k, D)
+    prompt = torch.matmul(qg, kp.transpose(-1, -2)).transpose(1, 2).reshape(n, heads, 1, p)
+    scores = torch.cat([prompt, torch.matmul(q, kc.transpose(-1, -2))], -1)  # (N, heads, 1, P + C)
+    probs = torch.softmax(scores * scale + mask4, -1)
+    pg = probs[..., :p].reshape(g, n // g, heads, p).transpose(1, 2)  # (G, heads, k, P)
+    y = torch.matmul(pg, vp).transpose(1, 2).reshape(n, heads, 1, d)
+    return y + torch.matmul(probs[..., p:], vc)
 
 
 def _is_plain_gpt2(model: nn.Module) -> bool:
@@ -773,6 +809,7 @@ class LMPolicy(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         new: torch.Tensor,
+        active: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Bring ``state`` up to the observations; (logits (N, V), hidden (N, H)) at the newest token.
 
@@ -792,7 +829,7 @@ class LMPolicy(nn.Module):
         if key not in self._plain_gpt2:  # walking the modules each step would cost more
             self._plain_gpt2[key] = _is_plain_gpt2(model)
         static = self._fast_path and self._plain_gpt2[key]
-        new = self._schedule(model, state, attention_mask, new, static)
+        new = self._schedule(model, state, attention_mask, new, static, active)
         if static:
             return self._static_step(model, state, (input_ids, attention_mask), new)
         if bool(new.all()):
@@ -813,10 +850,12 @@ class LMPolicy(nn.Module):
         attention_mask: torch.Tensor,
         new: torch.Tensor,
         static: bool,
+        active: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The slots to prefill: ``new``, or all after a staleness or for compaction.
 
-        Raises if a slot not flagged new does not extend its cached context by one token.
+        Raises if an active slot not flagged new does not extend its cached context by one
+        token (``active`` None: every slot is active).
         """
         n, width = attention_mask.shape
         slack = width if self.cache_slack is None else self.cache_slack
@@ -835,7 +874,7 @@ class LMPolicy(nn.Module):
             stale = True
         if stale or bool(new.all()):
             return torch.ones(n, dtype=torch.bool, device=attention_mask.device)
-        old = ~new
+        old = ~new if active is None else ~new & active
         if bool(old.any()):
             wrong = (attention_mask[old].sum(-1) != state.next_pos[old] + 1) | (
                 attention_mask[old, -1] == 0
@@ -975,7 +1014,7 @@ class LMPolicy(nn.Module):
         if state.mask is None or state.mask.shape != (shape[1], shape[3]) or state.mask.device != param.device:
             state.mask = torch.zeros(shape[1], shape[3], dtype=torch.bool, device=param.device)
             state.next_pos = torch.zeros(n, dtype=torch.long, device=param.device)
-        state.cache = state.kv = None
+        state.cache = state.kv = state.kp = state.vp = None
         state.weights_version = self._weights_version(model)
 
     def _static_prefill(
@@ -989,6 +1028,8 @@ class LMPolicy(nn.Module):
         """Prefill the ``new`` slots into columns ``[end - w, end)`` of their rows; returns the
         (logits, hidden) of every slot (the others' from ``step_hidden``, the step's)."""
         input_ids, attention_mask = window  # (N, L), (N, L)
+        if state.kp is not None:  # a partial prefill: every row gets its prompt columns back
+            self._ungroup(state)
         rows = torch.nonzero(new).squeeze(1)
         counts = attention_mask[rows].sum(-1)  # (n_new,)
         w = max(int(counts.max()), 1)
@@ -997,20 +1038,36 @@ class LMPolicy(nn.Module):
         state.mask[rows, state.end - w : state.end] = mask
         state.start = min(state.start, state.end - w)
         state.next_pos[rows] = counts
-        # Slots showing the same window (the k samples of a prompt) are prefilled once.
-        windows, copies = torch.unique(torch.cat([input_ids[rows, -w:], mask.long()], 1), dim=0, return_inverse=True)
+        # Slots showing the same window (the k samples of a prompt) are prefilled once; k
+        # consecutive ones (every slot prefilled at once) also keep one copy of its keys/values.
+        windows = torch.cat([input_ids[rows, -w:], mask.long()], 1)  # (n_new, 2w)
+        group = _group_size(windows) if len(rows) == len(new) else 1
+        if group > 1:
+            windows, copies = windows[::group], torch.arange(len(rows) // group, device=rows.device)
+            state.split = state.end
+        else:
+            windows, copies = torch.unique(windows, dim=0, return_inverse=True)
         ids, mask = windows[:, :w], windows[:, w:].bool()  # (n_distinct, w)
         causal = torch.ones(w, w, dtype=torch.bool, device=mask.device).tril()
         eye = torch.eye(w, dtype=torch.bool, device=mask.device)  # padding rows see themselves
         mask4 = _additive(((causal & mask[:, None, :]) | eye)[:, None], state.k.dtype)  # (n, 1, w, w)
         positions = position_ids_from_mask(mask.long())
         hidden = self._gpt2_trunk(
-            model, state, ids, positions, mask4, rows, state.end - w, copies
-        )[copies, -1]  # (n_new, H)
+            model, state, ids, positions, mask4, None if group > 1 else rows, state.end - w, copies
+        )
+        hidden = (hidden[:, -1].repeat_interleave(group, 0) if group > 1 else hidden[copies, -1])  # (n_new, H)
         if step_hidden is None:
             return model.lm_head(hidden), hidden
         step_hidden[rows] = hidden
         return model.lm_head(step_hidden), step_hidden
+
+    @staticmethod
+    def _ungroup(state: _SlotCache) -> None:
+        """Copy each group's prompt keys/values into its slots' columns ``[start, split)``."""
+        group = state.k.shape[1] // state.kp.shape[1]
+        state.k[:, :, :, state.start : state.split] = state.kp.repeat_interleave(group, 1)
+        state.v[:, :, :, state.start : state.split] = state.vp.repeat_interleave(group, 1)
+        state.kp = state.vp = None
 
     @staticmethod
     def _gpt2_trunk(
@@ -1029,17 +1086,30 @@ class LMPolicy(nn.Module):
         ``copies``, row ``rows[j]`` gets the keys/values of ``ids[copies[j]]``), and
         the tokens attend over the live cache columns (a step, ``rows`` None) or over each
         other (a prefill) under ``mask4`` (n, 1, t, keys), 0 where attended and -inf elsewhere.
+        A prefill with ``rows`` None and ``copies`` is of one window per group of
+        ``N / n`` consecutive slots: its keys/values become the groups' ``state.kp``/``vp``.
         """
         tr = model.transformer
         n, t = ids.shape
+        grouped_prefill = rows is None and copies is not None
+        if grouped_prefill:
+            shape = (len(tr.h), n, model.config.n_head, t, state.k.shape[-1])
+            state.kp, state.vp = state.k.new_empty(shape), state.v.new_empty(shape)
         x = tr.wte(ids) + tr.wpe(positions)  # (n, t, H)
         for i, block in enumerate(tr.h):
             a = block.attn
             q, k, v = a.c_attn(block.ln_1(x)).split(a.split_size, dim=2)
             q, k, v = (z.view(n, t, a.num_heads, a.head_dim).transpose(1, 2) for z in (q, k, v))
-            if rows is None:  # (N, heads, t, D) into the batch cache, attend over its live columns
+            if grouped_prefill:
+                state.kp[i], state.vp[i] = k, v
+            elif rows is None:  # (N, heads, t, D) into the batch cache, attend over its live columns
                 state.k[i, :, :, column : column + t] = k
                 state.v[i, :, :, column : column + t] = v
+                if state.kp is not None:  # the prompt once per group, the completions per slot
+                    y = _grouped_attention(q, state, i, mask4, a.scaling)
+                    x = x + a.c_proj(y.transpose(1, 2).reshape(n, t, -1))
+                    x = x + block.mlp(block.ln_2(x))
+                    continue
                 k = state.k[i, :, :, state.start : state.end]
                 v = state.v[i, :, :, state.start : state.end]
             else:
@@ -1077,6 +1147,7 @@ class LMPolicy(nn.Module):
         action_mask: Any = None,
         deterministic: bool = False,
         stats: bool = True,
+        active: Any = None,
     ) -> ActOutput:
         """Choose one token for each of the ``N`` env slots of a vector-env observation.
 
@@ -1097,6 +1168,12 @@ class LMPolicy(nn.Module):
             deterministic: take the most likely valid token instead of sampling.
             stats: also return the actions' log-probabilities and the values (a learner's
                 rollout needs them; acting alone does not).
+            active: optional (N,) bool, False for slots whose steps the caller will discard
+                (a rollout's slots that already finished the episode it keeps). They are
+                never prefilled and never checked against their cache: each runs on in the
+                batch step on whatever its cache holds, so its action, log-prob and value are
+                meaningless (the caller replaces the action). The active slots' actions are
+                the ones they would have been (the sampler draws for every slot).
         """
         device = self.device
         input_ids, attention_mask = self._obs_tensors(obs)
@@ -1108,12 +1185,17 @@ class LMPolicy(nn.Module):
             new = _tensor(new_episode, device, torch.bool).reshape(-1)
             if new.shape[0] != n:
                 raise InvalidArgument(f"new_episode has {new.shape[0]} flags for {n} slots.")
+        if active is not None:
+            active = _tensor(active, device, torch.bool).reshape(-1)
+            if active.shape[0] != n:
+                raise InvalidArgument(f"active has {active.shape[0]} flags for {n} slots.")
+            new = new & active
 
-        logits, hidden = self._advance(self.model, state, input_ids, attention_mask, new)
+        logits, hidden = self._advance(self.model, state, input_ids, attention_mask, new, active)
         valid = self._valid_tokens(action_mask, logits.shape[:-1])  # (N, V) / (V,) or None
         if self.mask_model is not None:
             mask_logits, _ = self._advance(
-                self.mask_model, self._states["mask"], input_ids, attention_mask, new
+                self.mask_model, self._states["mask"], input_ids, attention_mask, new, active
             )
             valid = self._nlpo_keep(mask_logits, valid)
         scaled = self._scaled(logits, valid, self.temperature)  # (N, V)

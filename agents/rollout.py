@@ -168,8 +168,15 @@ class _Round:
     components: dict[str, np.ndarray]
 
 
-def _play(env: VectorEnv, policy: LMPolicy, seeds: np.ndarray, action_mask: Any, deterministic: bool) -> _Round:
-    """Reset every slot with ``seeds`` and step until each has finished its first episode."""
+def _play(
+    env: VectorEnv, policy: LMPolicy, seeds: np.ndarray, action_mask: Any, deterministic: bool, filler: int | None
+) -> _Round:
+    """Reset every slot with ``seeds`` and step until each has finished its first episode.
+
+    A slot that has finished it steps on with ``filler`` (a valid token that is not EOS, so
+    the episode autoreset began can neither end nor be scored within the round) and costs
+    the policy no prefill (``LMPolicy.act``'s ``active``); ``filler`` None: it samples on.
+    """
     n = env.num_envs
     same_step = autoreset_mode_of(env) == AutoresetMode.SAME_STEP
     obs, _ = env.reset(seed=[int(s) for s in seeds])
@@ -180,13 +187,15 @@ def _play(env: VectorEnv, policy: LMPolicy, seeds: np.ndarray, action_mask: Any,
     terminated_first = np.zeros(n, dtype=bool)
     components: dict[str, np.ndarray] = {}
     new, pending = np.ones(n, dtype=bool), np.zeros(n, dtype=bool)  # pending: NEXT_STEP resets
-    while (done_at < 0).any():
-        out = policy.act(obs, new, action_mask=action_mask, deterministic=deterministic, stats=not deterministic)
-        obs, reward, terminated, truncated, infos = env.step(out.actions)
-        steps.append((out.actions, out.logprobs, out.values, np.asarray(reward, dtype=np.float32)))
+    while (active := done_at < 0).any():
+        out = policy.act(obs, new, action_mask=action_mask, deterministic=deterministic, stats=not deterministic,
+                         active=None if filler is None else active)
+        actions = out.actions if filler is None or active.all() else np.where(active, out.actions, filler)
+        obs, reward, terminated, truncated, infos = env.step(actions)
+        steps.append((actions, out.logprobs, out.values, np.asarray(reward, dtype=np.float32)))
         ended = (terminated | truncated) & ~pending
         final = infos.get("final_info", {}) if same_step else infos
-        for i in np.flatnonzero(ended & (done_at < 0)):
+        for i in np.flatnonzero(ended & active):
             done_at[i], terminated_first[i] = len(steps) - 1, terminated[i]
             for key, v in final.get("reward_components", {}).items():
                 if not key.startswith("_"):
@@ -199,6 +208,16 @@ def _play(env: VectorEnv, policy: LMPolicy, seeds: np.ndarray, action_mask: Any,
         start_ids=start_ids, start_mask=start_mask, actions=stack(0), logprobs=stack(1), values=stack(2),
         rewards=stack(3), lengths=done_at + 1, terminated=terminated_first, components=components,
     )
+
+
+def _filler(eos_token_id: int | None, action_mask: np.ndarray | None, vocab_size: int) -> int | None:
+    """The lowest token id that is valid and not EOS (None: no EOS given, or no such token)."""
+    if eos_token_id is None:
+        return None
+    valid = np.ones(vocab_size, dtype=bool) if action_mask is None else np.asarray(action_mask).reshape(-1, vocab_size).all(0)
+    valid[eos_token_id] = False
+    ids = np.flatnonzero(valid)
+    return int(ids[0]) if len(ids) else None
 
 
 def _to_batch(r: _Round, group_size: int, device: torch.device) -> RolloutBatch:
@@ -233,8 +252,13 @@ def collect(
     action_mask: np.ndarray | None = None,
     reference: LMPolicy | None = None,
     greedy_baseline: bool = False,
+    eos_token_id: int | None = None,
 ) -> RolloutBatch:
     """Roll out ``ceil(batch_size / n_envs)`` rounds (module docstring) into one batch.
+
+    With ``eos_token_id`` (the env's), a slot that finished its episode steps on with a fixed
+    valid non-EOS token until the round ends, without the policy prefilling the episode
+    autoreset began (those steps are dropped anyway); the kept episodes are the same.
 
     With ``reference``, ``ref_logprobs`` come from ONE teacher-forced forward of it over the
     batch. With ``greedy_baseline``, every round is replayed from the same seeds with greedy
@@ -246,11 +270,12 @@ def collect(
     if autoreset_mode_of(env) == AutoresetMode.DISABLED:
         raise error.InvalidArgument("LM agents need a vector env with autoreset (SAME_STEP or NEXT_STEP), got DISABLED")
     rounds, greedy, greedy_steps = [], [], 0
+    filler = _filler(eos_token_id, action_mask, policy.vocab_size)
     for _ in range(math.ceil(batch_size / n)):
         seeds = np.repeat(rng.integers(0, 2**31 - 1, size=n // group_size), group_size)
-        rounds.append(_to_batch(_play(env, policy, seeds, action_mask, False), group_size, policy.device))
+        rounds.append(_to_batch(_play(env, policy, seeds, action_mask, False, filler), group_size, policy.device))
         if greedy_baseline:
-            g = _play(env, policy, seeds, action_mask, True)
+            g = _play(env, policy, seeds, action_mask, True, filler)
             greedy.append((g.rewards * (np.arange(g.rewards.shape[1])[None] < g.lengths[:, None])).sum(1))
             greedy_steps += g.rewards.size
     batch = RolloutBatch.cat(rounds)

@@ -37,3 +37,19 @@ def random_level(env_id: str, env_kwargs: dict[str, Any]) -> float:
 
     rnd = agents.RandomAgent(env_id, env_kwargs=env_kwargs, seed=0)
     return agents.evaluate(rnd, n_episodes=200, seed=123)["mean_reward"]
+
+
+class ForwardCounter:
+    """Records the (batch, tokens) shape of every forward of a GPT-2 (generic or fast path
+    alike: both embed the tokens once per forward)."""
+
+    def __init__(self, model: Any) -> None:
+        self.shapes: list[tuple[int, int]] = []
+        wte = model.transformer.wte
+        inner = wte.forward
+
+        def counted(ids: Any, *args: Any, **kwargs: Any) -> Any:
+            self.shapes.append(tuple(ids.shape))
+            return inner(ids, *args, **kwargs)
+
+        wte.forward = counted

@@ -15,8 +15,9 @@ from agents import checkpoint
 from agents.model import ModelAgent
 from agents.ppo import PPO
 from agents.reinforce import Reinforce
-from agents.rollout import teacher_forced
+from agents.rollout import _filler, _play, teacher_forced
 from lm_gym import error
+from tests.helpers import ForwardCounter
 
 COPY = "lm_gym/Copy-v0"
 SMALL = {"alphabet_size": 2, "min_length": 2, "max_length": 2}
@@ -103,6 +104,47 @@ def test_collect_works_with_either_autoreset_mode(mode):
         ev = teacher_forced(agent.policy, batch, agent.action_mask)
     m = batch.completion_mask > 0
     torch.testing.assert_close(ev.logprobs[m], batch.logprobs[m], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_slot_that_finished_steps_on_with_a_filler_and_no_prefill_and_the_kept_episodes_are_the_same(mode, fast):
+    import gymnasium as gym
+
+    played, counts, scored = {}, {}, {}
+    for use_filler in (False, True):
+        envs = gym.make_vec(COPY, num_envs=8, vectorization_mode="vector_entry_point", autoreset_mode=mode,
+                            alphabet_size=2, min_length=2, max_length=2, max_new_tokens=8)
+        agent = Reinforce(envs, batch_size=8, seed=0)
+        agent.policy._fast_path = fast
+        agent.policy.seed(3)
+        filler = _filler(agent.info.eos_token_id, agent.action_mask, agent.policy.vocab_size) if use_filler else None
+        counter = ForwardCounter(agent.policy.model)
+        ends = []
+        step = envs.step
+
+        def counted_step(actions, step=step, ends=ends):
+            out = step(actions)
+            ends.append(int((out[2] | out[3]).sum()))
+            return out
+
+        envs.step = counted_step
+        played[use_filler] = _play(envs, agent.policy, np.repeat([11, 12, 13, 14], 2), agent.action_mask, False, filler)
+        counts[use_filler] = [s for s in counter.shapes if s[1] > 1]  # prefills (every forward of > 1 token)
+        scored[use_filler] = sum(ends)
+    assert filler not in (None, agent.info.eos_token_id) and agent.action_mask[filler]
+    plain, filled = played[False], played[True]
+    assert (plain.lengths < plain.lengths.max()).sum() >= 2  # episodes ended at different steps
+    np.testing.assert_array_equal(filled.lengths, plain.lengths)
+    np.testing.assert_array_equal(filled.terminated, plain.terminated)
+    keep = np.arange(plain.actions.shape[1])[None] < plain.lengths[:, None]  # (N, S) the kept steps
+    np.testing.assert_array_equal(filled.actions[keep], plain.actions[keep])  # token for token
+    np.testing.assert_allclose(filled.logprobs[keep], plain.logprobs[keep], atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(filled.rewards[keep], plain.rewards[keep])
+    # the finished slots: the filler, nothing prefilled after the first step, nothing more scored
+    assert (filled.actions[~keep] == filler).all()
+    assert len(counts[True]) == 1 and len(counts[False]) > 1
+    assert scored[True] == 8 and scored[False] > 8  # without it, autoreset episodes ended and were scored
 
 
 def test_rollout_buffer_bytes_per_token_do_not_grow_with_the_vocabulary():

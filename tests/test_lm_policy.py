@@ -11,6 +11,7 @@ import torch
 from agents.lm_policy import LMPolicy, next_tokens
 from lm_gym.error import InvalidArgument, ModelLoadError
 from lm_gym.models import position_ids_from_mask as positions_from_mask
+from tests.helpers import ForwardCounter
 
 V = 12  # toy vocabulary; id 0 is PAD
 P, G = 4, 4  # max prompt tokens, max new tokens
@@ -168,22 +169,6 @@ def test_kv_cached_act_matches_across_frequent_compactions_and_temperature():
     assert sum(b < a for a, b in zip(lengths, lengths[1:])) >= 2  # compacted repeatedly
 
 
-class ForwardCounter:
-    """Records the (batch, tokens) shape of every forward of a GPT-2 (generic or fast path
-    alike: both embed the tokens once per forward)."""
-
-    def __init__(self, model):
-        self.shapes: list[tuple[int, int]] = []
-        wte = model.transformer.wte
-        inner = wte.forward
-
-        def counted(ids, *args, **kwargs):
-            self.shapes.append(tuple(ids.shape))
-            return inner(ids, *args, **kwargs)
-
-        wte.forward = counted
-
-
 @pytest.mark.parametrize("fast", [True, False])
 def test_one_incremental_forward_never_one_per_token(fast):
     policy = make_policy()
@@ -269,6 +254,18 @@ def test_unflagged_new_episode_is_an_error():
         policy.act(batch([[1, 2, 3, 9], [7, 7, 7, 7, 7]]), np.zeros(2, bool))
     with pytest.raises(InvalidArgument, match="new_episode has 3 flags for 2 slots"):
         policy.act(batch([[1], [2]]), np.zeros(3, bool))
+    with pytest.raises(InvalidArgument, match="active has 1 flags for 2 slots"):
+        policy.act(batch([[1], [2]]), None, active=np.ones(1, bool))
+
+
+def test_an_inactive_slot_is_neither_checked_nor_prefilled():
+    policy = make_policy()
+    counter = ForwardCounter(policy.model)
+    policy.act(batch([[1, 2, 3], [4, 5]]), None)
+    counter.shapes.clear()
+    # slot 1 shows a foreign window: flagged inactive it is stepped on its cache, not prefilled
+    out = policy.act(batch([[1, 2, 3, 9], [7, 7, 7, 7, 7]]), np.zeros(2, bool), active=np.array([True, False]))
+    assert counter.shapes == [(2, 1)] and out.actions.shape == (2,)
 
 
 def test_masked_tokens_never_sampled_and_logprobs_renormalised():
@@ -637,6 +634,32 @@ def test_fast_path_matches_the_generic_path_token_for_token(which, group):
     np.testing.assert_allclose(lp_fast, lp_slow, atol=1e-5, rtol=0)
     assert len_fast == len_slow  # the same schedule, compactions included
     assert any(b < a for a, b in zip(len_fast, len_fast[1:]))
+
+
+def test_slots_in_groups_keep_one_copy_of_their_prompt_and_step_as_teacher_forcing():
+    """Every slot prefilled at once in groups of k equal windows (samples_per_prompt): the
+    groups' prompt keys/values are kept once and each step's logits are the teacher-forced
+    ones; a later prefill of some slots copies the prompts back to every slot first."""
+    policy = make_policy()
+    prompts = [[1, 2, 3], [1, 2, 3], [4, 5], [4, 5], [6], [6]]  # 3 groups of 2
+    ctx = [list(c) for c in prompts]
+    out = policy.act(batch(ctx), None)
+    state = policy._states["policy"]
+    assert state.kp is not None and tuple(state.kp.shape[:2]) == (2, 3)  # (layers, groups, ...)
+    for step in range(4):
+        ctx = [c + [int(a)] for c, a in zip(ctx, out.actions)]
+        restart = step == 2
+        if restart:  # slot 3 starts an episode: a partial prefill
+            ctx[3] = [7, 8]
+        out = policy.act(batch(ctx), None)
+        assert (state.kp is not None) == (not restart and step < 2)
+        logits, logprobs, values = teacher_forced_last(policy, batch(ctx), out.actions)
+        torch.testing.assert_close(out.logits, logits, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(out.logprobs, logprobs.numpy(), atol=1e-5)
+    # no groups (k = 1): nothing kept apart
+    policy.reset_cache()
+    policy.act(batch([[1, 2], [3], [1, 2]]), None)
+    assert policy._states["policy"].kp is None
 
 
 def test_completion_logprobs_stay_finite_on_padding_under_per_row_masks():
