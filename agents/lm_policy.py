@@ -119,16 +119,20 @@ class _SlotCache:
     start: int = 0
     end: int = 0
     # slots in groups of k consecutive rows showing one prompt (samples_per_prompt): the
-    # prompt's keys/values once per group, (layers, N / k, H, split - start, D); columns
-    # [start, split) of ``k``/``v`` are then unused (LMPolicy._gpt2_trunk)
+    # prompt's keys/values once per group, (layers, N / k, H, P, D); columns [start, split)
+    # of ``k``/``v`` are then unused (LMPolicy._gpt2_trunk)
     kp: torch.Tensor | None = None
     vp: torch.Tensor | None = None
-    split: int = 0
 
     def emptied(self) -> _SlotCache:
         """A cache with nothing cached (every slot prefills next) that keeps the static
         key/value buffers for reuse: their stale columns stay masked until rewritten."""
         return _SlotCache(k=self.k, v=self.v)
+
+    @property
+    def split(self) -> int:
+        """With ``kp``: the first column of the slots' own keys/values (the prompt's end)."""
+        return self.start + self.kp.shape[3]
 
     @property
     def length(self) -> int:
@@ -1043,8 +1047,8 @@ class LMPolicy(nn.Module):
         windows = torch.cat([input_ids[rows, -w:], mask.long()], 1)  # (n_new, 2w)
         group = _group_size(windows) if len(rows) == len(new) else 1
         if group > 1:
-            windows, copies = windows[::group], torch.arange(len(rows) // group, device=rows.device)
-            state.split = state.end
+            windows = windows[::group]
+            copies = torch.arange(len(windows), device=rows.device).repeat_interleave(group)
         else:
             windows, copies = torch.unique(windows, dim=0, return_inverse=True)
         ids, mask = windows[:, :w], windows[:, w:].bool()  # (n_distinct, w)
@@ -1054,8 +1058,7 @@ class LMPolicy(nn.Module):
         positions = position_ids_from_mask(mask.long())
         hidden = self._gpt2_trunk(
             model, state, ids, positions, mask4, None if group > 1 else rows, state.end - w, copies
-        )
-        hidden = (hidden[:, -1].repeat_interleave(group, 0) if group > 1 else hidden[copies, -1])  # (n_new, H)
+        )[copies, -1]  # (n_new, H)
         if step_hidden is None:
             return model.lm_head(hidden), hidden
         step_hidden[rows] = hidden
@@ -1092,6 +1095,7 @@ class LMPolicy(nn.Module):
         tr = model.transformer
         n, t = ids.shape
         grouped_prefill = rows is None and copies is not None
+        grouped_step = rows is None and copies is None and state.kp is not None
         if grouped_prefill:
             shape = (len(tr.h), n, model.config.n_head, t, state.k.shape[-1])
             state.kp, state.vp = state.k.new_empty(shape), state.v.new_empty(shape)
@@ -1105,17 +1109,14 @@ class LMPolicy(nn.Module):
             elif rows is None:  # (N, heads, t, D) into the batch cache, attend over its live columns
                 state.k[i, :, :, column : column + t] = k
                 state.v[i, :, :, column : column + t] = v
-                if state.kp is not None:  # the prompt once per group, the completions per slot
-                    y = _grouped_attention(q, state, i, mask4, a.scaling)
-                    x = x + a.c_proj(y.transpose(1, 2).reshape(n, t, -1))
-                    x = x + block.mlp(block.ln_2(x))
-                    continue
                 k = state.k[i, :, :, state.start : state.end]
                 v = state.v[i, :, :, state.start : state.end]
             else:
                 state.k[i, rows, :, column : column + t] = k if copies is None else k[copies]
                 state.v[i, rows, :, column : column + t] = v if copies is None else v[copies]
-            if t == 1:  # a decode step: on strided cache slices plain matmuls beat SDPA's kernel 2x
+            if grouped_step:  # the prompt once per group, the completions per slot
+                y = _grouped_attention(q, state, i, mask4, a.scaling)
+            elif t == 1:  # a decode step: on strided cache slices plain matmuls beat SDPA's kernel 2x
                 y = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * a.scaling + mask4, -1) @ v
             else:
                 y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask4, scale=a.scaling)
