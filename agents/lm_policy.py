@@ -120,7 +120,7 @@ class _SlotCache:
     end: int = 0
     # slots in groups of k consecutive rows showing one prompt (samples_per_prompt): the
     # prompt's keys/values once per group, (layers, N / k, H, P, D); columns [start, split)
-    # of ``k``/``v`` are then unused (LMPolicy._gpt2_trunk)
+    # of ``k``/``v`` are then unused (LMPolicy._gpt2_step)
     kp: torch.Tensor | None = None
     vp: torch.Tensor | None = None
 
@@ -151,6 +151,18 @@ def _additive(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     CPU SDPA runs faster on it, and it is built once per step, not once per layer."""
     zeros = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
     return zeros.masked_fill_(~keep, float("-inf"))
+
+
+PREFILL_TOKENS = 512
+"""At most this many tokens (windows x width) per chunk of a static-cache prefill. Windows
+are prefilled longest first in chunks, each only as wide as its longest window, so left
+padding is mostly not computed (a batch of built-in prompts is ~60 % real tokens at its
+widest row's width), and each chunk's activations stay in cache."""
+
+PREFILL_MIN_TOKENS = 64
+"""A chunk of at least this many tokens ends early at a window shorter than 3/4 of its
+width: below it, a chunk's fixed cost (one pass of Python over the blocks) outweighs the
+padding saved."""
 
 
 BLOCK_ROWS = 128
@@ -231,6 +243,25 @@ def _group_size(windows: torch.Tensor) -> int:
     starts = torch.nonzero(~same).squeeze(1) + 1
     bounds = [0, *starts.tolist(), len(windows)]
     return math.gcd(*(b - a for a, b in zip(bounds, bounds[1:])))
+
+
+def _prefill_chunks(counts: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+    """Windows with ``counts`` (n,) real tokens in chunks, longest first: (indices, width)
+    pairs, width the chunk's longest window (>= 1). A chunk ends before it would pass
+    :data:`PREFILL_TOKENS` tokens, or, once it has :data:`PREFILL_MIN_TOKENS`, at the first
+    window shorter than 3/4 of its width."""
+    order = torch.argsort(counts, descending=True, stable=True)
+    lengths = counts[order].tolist()
+    chunks, first = [], 0
+    for i, length in enumerate(lengths + [-1]):  # -1 ends the last chunk
+        width = max(int(lengths[first]), 1)
+        size = (i - first) * width  # tokens in the chunk so far
+        if i > first and (
+            length < 0 or size + width > PREFILL_TOKENS or (size >= PREFILL_MIN_TOKENS and 4 * length < 3 * width)
+        ):
+            chunks.append((order[first:i], width))
+            first = i
+    return chunks
 
 
 def _grouped_attention(q: torch.Tensor, state: _SlotCache, layer: int, mask4: torch.Tensor, scale: float) -> torch.Tensor:
@@ -995,9 +1026,7 @@ class LMPolicy(nn.Module):
                 positions = positions.clamp(max=self.max_positions - 1)
             live = state.mask[:, None, None, state.start : state.end]
             mask4 = _additive(live, state.k.dtype)  # (N, 1, 1, T)
-            hidden = self._gpt2_trunk(
-                model, state, input_ids[:, -1:], positions, mask4, None, state.end - 1
-            )[:, -1]  # (N, H)
+            hidden = self._gpt2_step(model, state, input_ids[:, -1], positions[:, 0], mask4)  # (N, H)
             state.next_pos = state.next_pos + 1
             if not bool(new.any()):
                 return model.lm_head(hidden), hidden
@@ -1049,16 +1078,31 @@ class LMPolicy(nn.Module):
         if group > 1:
             windows = windows[::group]
             copies = torch.arange(len(windows), device=rows.device).repeat_interleave(group)
+            shape = (state.k.shape[0], len(windows), *state.k.shape[2:3], w, state.k.shape[4])
+            # zeros: a chunk narrower than w leaves its groups' first columns masked, unwritten
+            state.kp, state.vp = state.k.new_zeros(shape), state.v.new_zeros(shape)
         else:
             windows, copies = torch.unique(windows, dim=0, return_inverse=True)
         ids, mask = windows[:, :w], windows[:, w:].bool()  # (n_distinct, w)
-        causal = torch.ones(w, w, dtype=torch.bool, device=mask.device).tril()
-        eye = torch.eye(w, dtype=torch.bool, device=mask.device)  # padding rows see themselves
-        mask4 = _additive(((causal & mask[:, None, :]) | eye)[:, None], state.k.dtype)  # (n, 1, w, w)
-        positions = position_ids_from_mask(mask.long())
-        hidden = self._gpt2_trunk(
-            model, state, ids, positions, mask4, None if group > 1 else rows, state.end - w, copies
-        )[copies, -1]  # (n_new, H)
+        hidden = ids.new_empty((len(ids), state.k.shape[2] * state.k.shape[4]), dtype=state.k.dtype)
+        for chunk, width in _prefill_chunks(mask.sum(-1)):
+            c_ids, c_mask = ids[chunk, w - width :], mask[chunk, w - width :]  # (n_c, width)
+            if group > 1:  # the chunk's groups' prompt columns, right-aligned in kp/vp
+                keys, values, dest, gather, column = state.kp, state.vp, chunk, None, w - width
+            else:  # the slots showing the chunk's windows, at the cache's newest columns
+                local = torch.full((len(ids),), -1, dtype=torch.long, device=ids.device)
+                local[chunk] = torch.arange(len(chunk), device=ids.device)
+                gather = local[copies]  # (n_new,) the chunk's window for each slot, or -1
+                sel = gather >= 0
+                keys, values, dest, gather, column = state.k, state.v, rows[sel], gather[sel], state.end - width
+            causal = torch.ones(width, width, dtype=torch.bool, device=mask.device).tril()
+            eye = torch.eye(width, dtype=torch.bool, device=mask.device)  # padding rows see themselves
+            mask4 = _additive(((causal & c_mask[:, None, :]) | eye)[:, None], state.k.dtype)  # (n_c, 1, t, t)
+            positions = position_ids_from_mask(c_mask.long())
+            hidden[chunk] = self._gpt2_prefill(
+                model, c_ids, positions, mask4, (keys, values, dest, gather, column)
+            )[:, -1]
+        hidden = hidden[copies]  # (n_new, H)
         if step_hidden is None:
             return model.lm_head(hidden), hidden
         step_hidden[rows] = hidden
@@ -1073,56 +1117,71 @@ class LMPolicy(nn.Module):
         state.kp = state.vp = None
 
     @staticmethod
-    def _gpt2_trunk(
+    def _gpt2_prefill(
         model: nn.Module,
-        state: _SlotCache,
         ids: torch.Tensor,
         positions: torch.Tensor,
         mask4: torch.Tensor,
-        rows: torch.Tensor | None,
-        column: int,
-        copies: torch.Tensor | None = None,
+        sink: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, int],
     ) -> torch.Tensor:
-        """GPT-2's blocks over ``ids`` (n, t), as ``GPT2Model.forward`` in eval: final hidden (n, t, H).
+        """GPT-2's blocks over windows ``ids`` (n, t), as ``GPT2Model.forward`` in eval,
+        attending over each other under ``mask4`` (n, 1, t, t), 0 where attended and -inf
+        elsewhere: the final hidden states (n, t, H).
 
-        Keys/values go to columns ``[column, column + t)`` of ``rows`` (None: every row; with
-        ``copies``, row ``rows[j]`` gets the keys/values of ``ids[copies[j]]``), and
-        the tokens attend over the live cache columns (a step, ``rows`` None) or over each
-        other (a prefill) under ``mask4`` (n, 1, t, keys), 0 where attended and -inf elsewhere.
-        A prefill with ``rows`` None and ``copies`` is of one window per group of
-        ``N / n`` consecutive slots: its keys/values become the groups' ``state.kp``/``vp``.
+        ``sink = (keys, values, dest, gather, column)``: each layer's keys/values go to
+        ``keys[layer, dest, :, column : column + t]`` (and ``values``), row ``dest[j]`` taking
+        window ``gather[j]``'s (None: window ``j``'s).
         """
+        keys, values, dest, gather, column = sink
         tr = model.transformer
         n, t = ids.shape
-        grouped_prefill = rows is None and copies is not None
-        grouped_step = rows is None and copies is None and state.kp is not None
-        if grouped_prefill:
-            shape = (len(tr.h), n, model.config.n_head, t, state.k.shape[-1])
-            state.kp, state.vp = state.k.new_empty(shape), state.v.new_empty(shape)
         x = tr.wte(ids) + tr.wpe(positions)  # (n, t, H)
         for i, block in enumerate(tr.h):
             a = block.attn
             q, k, v = a.c_attn(block.ln_1(x)).split(a.split_size, dim=2)
             q, k, v = (z.view(n, t, a.num_heads, a.head_dim).transpose(1, 2) for z in (q, k, v))
-            if grouped_prefill:
-                state.kp[i], state.vp[i] = k, v
-            elif rows is None:  # (N, heads, t, D) into the batch cache, attend over its live columns
-                state.k[i, :, :, column : column + t] = k
-                state.v[i, :, :, column : column + t] = v
-                k = state.k[i, :, :, state.start : state.end]
-                v = state.v[i, :, :, state.start : state.end]
-            else:
-                state.k[i, rows, :, column : column + t] = k if copies is None else k[copies]
-                state.v[i, rows, :, column : column + t] = v if copies is None else v[copies]
-            if grouped_step:  # the prompt once per group, the completions per slot
-                y = _grouped_attention(q, state, i, mask4, a.scaling)
-            elif t == 1:  # a decode step: on strided cache slices plain matmuls beat SDPA's kernel 2x
-                y = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * a.scaling + mask4, -1) @ v
-            else:
-                y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask4, scale=a.scaling)
+            keys[i, dest, :, column : column + t] = k if gather is None else k[gather]
+            values[i, dest, :, column : column + t] = v if gather is None else v[gather]
+            y = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask4, scale=a.scaling)
             x = x + a.c_proj(y.transpose(1, 2).reshape(n, t, -1))
             x = x + block.mlp(block.ln_2(x))
         return tr.ln_f(x)
+
+    @staticmethod
+    def _gpt2_step(
+        model: nn.Module, state: _SlotCache, ids: torch.Tensor, positions: torch.Tensor, mask4: torch.Tensor
+    ) -> torch.Tensor:
+        """One decode step of GPT-2's blocks over the newest token ``ids`` (N,) of every slot,
+        as ``GPT2Model.forward`` in eval: the final hidden states (N, H).
+
+        Keys/values go to column ``state.end - 1``; the tokens attend over the live columns
+        ``[start, end)`` under ``mask4`` (N, 1, 1, T) (the prompt from ``state.kp``/``vp``
+        when the slots keep it per group). Every activation is (N, H)-shaped and the linears
+        are GPT-2's ``Conv1D`` as the ``addmm`` it is: at a decode step's few rows the
+        modules' reshapes and calls cost as much as the arithmetic.
+        """
+        tr = model.transformer
+        x = tr.wte(ids) + tr.wpe(positions)  # (N, H)
+        n, width = x.shape
+        column = state.end - 1
+        for i, block in enumerate(tr.h):
+            a, mlp, ln_1, ln_2 = block.attn, block.mlp, block.ln_1, block.ln_2
+            h = nn.functional.layer_norm(x, (width,), ln_1.weight, ln_1.bias, ln_1.eps)
+            qkv = torch.addmm(a.c_attn.bias, h, a.c_attn.weight).view(n, 3, a.num_heads, 1, a.head_dim)
+            q = qkv[:, 0]  # (N, heads, 1, D)
+            state.k[i, :, :, column : column + 1] = qkv[:, 1]
+            state.v[i, :, :, column : column + 1] = qkv[:, 2]
+            if state.kp is not None:  # the prompt once per group, the completions per slot
+                y = _grouped_attention(q, state, i, mask4, a.scaling)
+            else:  # on strided cache slices plain matmuls beat SDPA's kernel 2x
+                k = state.k[i, :, :, state.start : state.end]
+                v = state.v[i, :, :, state.start : state.end]
+                y = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * a.scaling + mask4, -1) @ v
+            x = x + torch.addmm(a.c_proj.bias, y.reshape(n, width), a.c_proj.weight)
+            h = nn.functional.layer_norm(x, (width,), ln_2.weight, ln_2.bias, ln_2.eps)
+            h = mlp.act(torch.addmm(mlp.c_fc.bias, h, mlp.c_fc.weight))
+            x = x + torch.addmm(mlp.c_proj.bias, h, mlp.c_proj.weight)
+        return nn.functional.layer_norm(x, (width,), tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)
 
     def _obs_tensors(self, obs: dict[str, Any]) -> _Window:
         """The observation's (input_ids, attention_mask) as long tensors (N, L), checked."""

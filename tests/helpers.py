@@ -41,7 +41,8 @@ def random_level(env_id: str, env_kwargs: dict[str, Any]) -> float:
 
 class ForwardCounter:
     """Records the (batch, tokens) shape of every forward of a GPT-2 (generic or fast path
-    alike: both embed the tokens once per forward)."""
+    alike: both embed the tokens once per forward; the fast path's decode step embeds (N,)
+    ids, one token per slot, recorded as (N, 1))."""
 
     def __init__(self, model: Any) -> None:
         self.shapes: list[tuple[int, int]] = []
@@ -49,7 +50,7 @@ class ForwardCounter:
         inner = wte.forward
 
         def counted(ids: Any, *args: Any, **kwargs: Any) -> Any:
-            self.shapes.append(tuple(ids.shape))
+            self.shapes.append(tuple(ids.shape) if ids.ndim == 2 else (len(ids), 1))
             return inner(ids, *args, **kwargs)
 
         wte.forward = counted

@@ -152,7 +152,12 @@ def test_left_padding_does_not_change_scores():
     assert positions_from_mask(torch.tensor([[0, 0, 1, 1, 1]])).tolist() == [[0, 0, 0, 1, 2]]
 
 
-def test_kv_cached_act_matches_teacher_forcing_with_staggered_restarts():
+@pytest.mark.parametrize("prefill_tokens", [None, 3])  # 3: prefills chunked, each its own width
+def test_kv_cached_act_matches_teacher_forcing_with_staggered_restarts(monkeypatch, prefill_tokens):
+    import agents.lm_policy as lm_policy
+
+    if prefill_tokens is not None:
+        monkeypatch.setattr(lm_policy, "PREFILL_TOKENS", prefill_tokens)
     policy = make_policy()
     policy.seed(0)
     lengths = simulate(policy, steps=24)
@@ -636,10 +641,15 @@ def test_fast_path_matches_the_generic_path_token_for_token(which, group):
     assert any(b < a for a, b in zip(len_fast, len_fast[1:]))
 
 
-def test_slots_in_groups_keep_one_copy_of_their_prompt_and_step_as_teacher_forcing():
+@pytest.mark.parametrize("prefill_tokens", [None, 3])  # 3: one chunk per group, widths 3, 2, 1
+def test_slots_in_groups_keep_one_copy_of_their_prompt_and_step_as_teacher_forcing(monkeypatch, prefill_tokens):
     """Every slot prefilled at once in groups of k equal windows (samples_per_prompt): the
     groups' prompt keys/values are kept once and each step's logits are the teacher-forced
     ones; a later prefill of some slots copies the prompts back to every slot first."""
+    import agents.lm_policy as lm_policy
+
+    if prefill_tokens is not None:
+        monkeypatch.setattr(lm_policy, "PREFILL_TOKENS", prefill_tokens)
     policy = make_policy()
     prompts = [[1, 2, 3], [1, 2, 3], [4, 5], [4, 5], [6], [6]]  # 3 groups of 2
     ctx = [list(c) for c in prompts]
@@ -660,6 +670,29 @@ def test_slots_in_groups_keep_one_copy_of_their_prompt_and_step_as_teacher_forci
     policy.reset_cache()
     policy.act(batch([[1, 2], [3], [1, 2]]), None)
     assert policy._states["policy"].kp is None
+
+
+def test_a_prefill_computes_each_chunk_of_windows_at_its_own_width_longest_first(monkeypatch):
+    """Windows are prefilled longest first in chunks of about PREFILL_TOKENS tokens, each as
+    wide as its longest window: the short windows' left padding is never computed."""
+    import agents.lm_policy as lm_policy
+
+    monkeypatch.setattr(lm_policy, "PREFILL_TOKENS", 6)
+    chunks = lm_policy._prefill_chunks(torch.tensor([2, 6, 1, 1, 0, 3]))
+    assert [(c.tolist(), w) for c, w in chunks] == [([1], 6), ([5, 0], 3), ([2, 3, 4], 1)]
+    with monkeypatch.context() as m:  # a chunk of >= PREFILL_MIN_TOKENS ends below 3/4 of its width
+        m.setattr(lm_policy, "PREFILL_TOKENS", 512)
+        m.setattr(lm_policy, "PREFILL_MIN_TOKENS", 4)
+        chunks = lm_policy._prefill_chunks(torch.tensor([4, 4, 3, 2, 2, 1]))
+        assert [(c.tolist(), w) for c, w in chunks] == [([0, 1, 2], 4), ([3, 4], 2), ([5], 1)]
+    policy = make_policy()
+    policy._fast_path = True
+    counter = ForwardCounter(policy.model)
+    ctx = [[1, 2], [1, 2, 3, 4, 5, 6], [3], [4], [2, 3, 4]]
+    out = policy.act(batch(ctx), None)
+    assert counter.shapes == [(1, 6), (2, 3), (2, 1)]  # 13 token columns, not 5 x 6 = 30
+    logits, _, _ = teacher_forced_last(policy, batch(ctx), out.actions)
+    torch.testing.assert_close(out.logits, logits, atol=1e-5, rtol=0)
 
 
 def test_completion_logprobs_stay_finite_on_padding_under_per_row_masks():
