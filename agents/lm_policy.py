@@ -856,7 +856,8 @@ class LMPolicy(nn.Module):
         slots' ``w`` keys/values go into the last ``w`` columns of their rows. When ``T``
         would pass ``L + cache_slack``, every slot is re-prefilled from its window
         (compaction), so memory stays bounded; so too after a weight or device change.
-        GPT-2 runs on a preallocated cache through its own modules (:meth:`_static_step`),
+        GPT-2 runs on a preallocated cache through its own parameters (:meth:`_static_step`;
+        its prefill also skips most of the left padding, in chunks of similar widths),
         any other model through its ``forward`` and Hugging Face caches; both follow this
         schedule, so they choose the same tokens.
         """
@@ -1059,7 +1060,11 @@ class LMPolicy(nn.Module):
         step_hidden: torch.Tensor | None,
     ) -> _Pair:
         """Prefill the ``new`` slots into columns ``[end - w, end)`` of their rows; returns the
-        (logits, hidden) of every slot (the others' from ``step_hidden``, the step's)."""
+        (logits, hidden) of every slot (the others' from ``step_hidden``, the step's).
+
+        Each distinct window runs once, in chunks of windows (:func:`_prefill_chunks`), each
+        chunk only as wide as its longest window: a window's keys/values fill the last
+        columns of its rows, and the columns left of a short window stay masked."""
         input_ids, attention_mask = window  # (N, L), (N, L)
         if state.kp is not None:  # a partial prefill: every row gets its prompt columns back
             self._ungroup(state)
