@@ -264,6 +264,16 @@ def _prefill_chunks(counts: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
     return chunks
 
 
+def _prefill_attention(mask: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """For left-padded windows ``mask`` (n, t) bool: the additive causal mask over their real
+    tokens (n, 1, t, t), where a padding row sees itself (no all -inf row), and the position
+    ids (n, t)."""
+    t = mask.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=mask.device).tril()
+    eye = torch.eye(t, dtype=torch.bool, device=mask.device)
+    return _additive(((causal & mask[:, None, :]) | eye)[:, None], dtype), position_ids_from_mask(mask.long())
+
+
 def _grouped_attention(q: torch.Tensor, state: _SlotCache, layer: int, mask4: torch.Tensor, scale: float) -> torch.Tensor:
     """One decode step's attention (N, heads, 1, D) over the live columns ``[start, end)``:
     the prompt's ``[start, split)`` from ``state.kp``/``vp`` (one copy per group of slots, so
@@ -1083,13 +1093,13 @@ class LMPolicy(nn.Module):
         if group > 1:
             windows = windows[::group]
             copies = torch.arange(len(windows), device=rows.device).repeat_interleave(group)
-            shape = (state.k.shape[0], len(windows), *state.k.shape[2:3], w, state.k.shape[4])
+            shape = (state.k.shape[0], len(windows), state.k.shape[2], w, state.k.shape[4])
             # zeros: a chunk narrower than w leaves its groups' first columns masked, unwritten
             state.kp, state.vp = state.k.new_zeros(shape), state.v.new_zeros(shape)
         else:
             windows, copies = torch.unique(windows, dim=0, return_inverse=True)
         ids, mask = windows[:, :w], windows[:, w:].bool()  # (n_distinct, w)
-        hidden = ids.new_empty((len(ids), state.k.shape[2] * state.k.shape[4]), dtype=state.k.dtype)
+        hidden = state.k.new_empty((len(ids), state.k.shape[2] * state.k.shape[4]))  # (n_distinct, H)
         for chunk, width in _prefill_chunks(mask.sum(-1)):
             c_ids, c_mask = ids[chunk, w - width :], mask[chunk, w - width :]  # (n_c, width)
             if group > 1:  # the chunk's groups' prompt columns, right-aligned in kp/vp
@@ -1100,10 +1110,7 @@ class LMPolicy(nn.Module):
                 gather = local[copies]  # (n_new,) the chunk's window for each slot, or -1
                 sel = gather >= 0
                 keys, values, dest, gather, column = state.k, state.v, rows[sel], gather[sel], state.end - width
-            causal = torch.ones(width, width, dtype=torch.bool, device=mask.device).tril()
-            eye = torch.eye(width, dtype=torch.bool, device=mask.device)  # padding rows see themselves
-            mask4 = _additive(((causal & c_mask[:, None, :]) | eye)[:, None], state.k.dtype)  # (n_c, 1, t, t)
-            positions = position_ids_from_mask(c_mask.long())
+            mask4, positions = _prefill_attention(c_mask, state.k.dtype)
             hidden[chunk] = self._gpt2_prefill(
                 model, c_ids, positions, mask4, (keys, values, dest, gather, column)
             )[:, -1]
