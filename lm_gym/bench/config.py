@@ -41,7 +41,7 @@ TEXT_LEARNERS = ["grpo", "ppo"]
 TEXT_BATCH = {"n_envs": 64, "batch_size": 64, "samples_per_prompt": 4}
 """The ``text-suite`` learners' batch: 16 prompts x 4 samples (64 completions an iteration).
 GRPO runs at its tuned defaults for each text task (``agents/hyperparams/lm/grpo.yml``, read by
-``agents.GRPO`` itself): learning rate 2e-4 with KL 0.2, KL 0.04 on KeywordStory-v2."""
+``agents.GRPO`` itself): learning rate 2e-4 with KL 0.2, KL 0.15 on Continuation-v1 and 0.04 on KeywordStory-v2."""
 
 
 def split_agent_key(key: str) -> tuple[str, str | None]:
