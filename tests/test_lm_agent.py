@@ -500,7 +500,8 @@ def test_the_kl_reference_reuses_the_fluency_judges_pass_and_matches_a_fresh_one
 
 
 @pytest.mark.parametrize(
-    ("env_id", "kl_coef"), [("lm_gym/SentimentContinuation-v0", 0.2), ("lm_gym/KeywordStory-v2", 0.04), ("lm_gym/Continuation-v1", 0.15)]
+    ("env_id", "kl_coef"),
+    [("lm_gym/SentimentContinuation-v0", 0.2), ("lm_gym/KeywordStory-v2", 0.04), ("lm_gym/Continuation-v1", 0.15)],
 )
 def test_grpo_takes_a_text_tasks_tuned_defaults_under_what_the_user_passes(env_id, kl_coef, tmp_path):
     """agents/hyperparams/lm/grpo.yml: the task's entry sets the defaults; a keyword argument
